@@ -1,0 +1,30 @@
+// The densert subcommands. Each registers its options on the parser and returns an exit code
+// from the table in exit_codes.h when run.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+#include "runtime/status.h"
+
+namespace densert::cli {
+
+// Documented exit codes (README.md, "Exit codes").
+enum ExitCode {
+  kExitOk = 0,
+  kExitSomeInputsFailed = 1,  // classify: some images could not be read; the rest were processed
+  kExitUsage = 2,             // the command line is wrong
+  kExitModel = 3,             // the model is invalid or uses something unsupported
+  kExitInput = 4,             // an input file or argument is wrong
+  kExitInternal = 5,          // a bug or a failure of a dependency
+};
+
+// Prints "densert: <kind>: <message>" on stderr and returns the exit code for the status.
+int report(const Status& status);
+
+using Command = std::function<int()>;
+Command add_inspect_command(CLI::App& app);
+Command add_run_command(CLI::App& app);
+
+}  // namespace densert::cli
