@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "importer/onnx_importer.h"
 #include "runtime/npy.h"
+#include "runtime/engine/engine.h"
 #include "runtime/reference_executor.h"
 
 namespace densert::cli {
@@ -16,7 +17,8 @@ struct RunOptions {
   std::string model;
   std::vector<std::string> inputs;
   std::string output;
-  std::string engine = "reference";
+  std::string engine = "fast";
+  int threads = 0;
 };
 
 // Output file for one of several outputs: out.npy -> out.<name>.npy.
@@ -69,7 +71,16 @@ int run_run(const RunOptions& options) {
     }
   }
 
-  Expected<std::vector<Tensor>> outputs = run_reference(*graph, inputs);
+  Expected<std::vector<Tensor>> outputs = Status::internal("no engine ran");
+  if (options.engine == "reference") {
+    outputs = run_reference(*graph, inputs);
+  } else {
+    EngineOptions engine_options;
+    engine_options.threads = options.threads;
+    Expected<std::shared_ptr<Engine>> engine = Engine::create(*graph, engine_options);
+    if (!engine.ok()) return report(engine.status());
+    outputs = (*engine)->run(inputs);
+  }
   if (!outputs.ok()) return report(outputs.status());
   for (size_t i = 0; i < outputs->size(); ++i) {
     const Tensor& out = (*outputs)[i];
@@ -102,6 +113,10 @@ Command add_run_command(CLI::App& app) {
   sub->add_option("--model,-m", options->model, "ONNX model file")->required();
   sub->add_option("--input,-i", options->inputs, "Input tensor: x.npy or name=x.npy (repeatable)")
       ->required();
+  sub->add_option("--engine", options->engine, "fast (oneDNN, default) or reference")
+      ->check(CLI::IsMember({"fast", "reference"}));
+  sub->add_option("--threads", options->threads, "Threads (default: physical cores)")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--output,-o", options->output,
                   "Write outputs as .npy (several outputs: out.<name>.npy)");
   return [options] { return run_run(*options); };

@@ -79,6 +79,20 @@ NodeId Graph::add_node(OpType op, std::string name, std::vector<ValueId> node_in
   return id;
 }
 
+void Graph::replace_uses(ValueId from, ValueId to) {
+  for (Node& node : nodes) {
+    for (ValueId& in : node.inputs) {
+      if (in == from) in = to;
+    }
+  }
+  for (ValueId& out : outputs) {
+    if (out != from) continue;
+    // The graph output keeps its name when another value takes its place.
+    values[static_cast<size_t>(to)].name = values[static_cast<size_t>(from)].name;
+    out = to;
+  }
+}
+
 void Graph::relink() {
   for (Value& value : values) value.producer = -1;
   for (size_t n = 0; n < nodes.size(); ++n) {
@@ -268,8 +282,18 @@ std::string Graph::to_text() const {
     out << ")";
     const std::string attrs = std::visit(AttrPrinter{}, node.attrs);
     if (!attrs.empty()) out << " {" << attrs << "}";
-    if (!node.outputs.empty()) out << " -> f32" << dims_to_string(values[node.outputs[0]].dims);
+    if (!node.outputs.empty()) {
+      const Value& result = values[node.outputs[0]];
+      out << " -> f32" << dims_to_string(result.dims);
+      if (result.slot.block >= 0) {
+        out << " in " << blocks[result.slot.block].name << "@" << result.slot.channel_offset;
+      }
+    }
     out << "\n";
+  }
+  for (const DenseBlock& block : blocks) {
+    out << "block " << block.name << ": " << block.channels << " channels, " << block.segments.size()
+        << " segments, " << block.views.size() << " concat views\n";
   }
   for (ValueId v : outputs) out << "output " << ref(v) << "\n";
   return out.str();

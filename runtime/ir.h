@@ -155,11 +155,18 @@ using Attributes = std::variant<std::monostate, ConvAttrs, PoolAttrs, BatchNormA
                                 AxisAttrs, PadAttrs, ReshapeAttrs, GemmAttrs, TransposeAttrs,
                                 AxesAttrs>;
 
+// Where the dense-block pass placed a value: a channel range of a block buffer.
+struct BlockSlot {
+  int32_t block = -1;          // index into Graph::blocks, -1 if the value has its own memory
+  int64_t channel_offset = 0;  // first channel of the value inside the block buffer
+};
+
 struct Value {
   std::string name;
   Dims dims;                               // kBatchDim where the batch is symbolic
   std::shared_ptr<const Tensor> constant;  // set for weights and folded constants
   NodeId producer = -1;
+  BlockSlot slot;
 
   bool is_constant() const { return constant != nullptr; }
 };
@@ -183,9 +190,20 @@ struct Node {
   std::string describe() const;
 };
 
+// One preallocated buffer holding a whole dense block: every layer writes its own channel
+// range and every Concat of the block reads a prefix of it.
+struct DenseBlock {
+  std::string name;
+  std::vector<ValueId> segments;  // the values written into the buffer, in channel order
+  std::vector<ValueId> views;     // Concat outputs that are prefixes of the buffer
+  int64_t channels = 0;           // logical channels of the whole buffer
+};
+
 class Graph {
  public:
   std::vector<Value> values;
+  std::vector<DenseBlock> blocks;
+  std::vector<std::string> refused_blocks;  // why concats were left as copies
   std::vector<Node> nodes;  // in topological order
   std::vector<ValueId> inputs;
   std::vector<ValueId> outputs;
@@ -201,6 +219,8 @@ class Graph {
   Value& value(ValueId id) { return values.at(static_cast<size_t>(id)); }
   const Tensor& constant(ValueId id) const { return *values.at(static_cast<size_t>(id)).constant; }
 
+  // Points every reader of `from` (and the graph outputs) at `to`.
+  void replace_uses(ValueId from, ValueId to);
   // Recomputes Value::producer from the node list; passes call it after rewriting.
   void relink();
   // For each value, the nodes that read it (a node appears once per input slot).

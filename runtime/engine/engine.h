@@ -1,0 +1,72 @@
+// The fast engine: optimizes the graph, plans memory (one buffer per dense block, lifetime
+// reuse for the rest) and runs every op through oneDNN primitives with JIT-compiled kernels.
+// Activations use oneDNN's blocked channel layout (nChw16c). A plan covers one image; a batch
+// runs the same plan once per image, which keeps every block-buffer slice a dense view.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/ir.h"
+#include "runtime/passes/pass.h"
+
+namespace densert {
+
+struct EngineOptions {
+  int threads = 0;  // 0: the number of physical cores
+  OptimizeOptions optimize;
+};
+
+// One executed step of the plan, as `inspect --plan` and the profile show it.
+struct StepInfo {
+  std::string node;
+  std::string op;
+  std::string implementation;  // oneDNN's name for the kernel, or "reference", "view", "copy"
+  double flops = 0.0;          // per image
+};
+
+struct BlockInfo {
+  std::string name;
+  int64_t channels = 0;           // logical
+  int64_t physical_channels = 0;  // with each segment padded to the channel block
+  int64_t height = 0, width = 0;
+  int64_t bytes = 0;  // per image
+  int views = 0;
+};
+
+struct PlanSummary {
+  std::vector<PassReport> passes;
+  std::vector<BlockInfo> blocks;
+  std::vector<std::string> refused_blocks;
+  std::vector<StepInfo> steps;
+  int64_t concat_bytes_copied = 0;  // per image
+  int64_t arena_bytes = 0;          // activation memory of one execution context
+  int64_t weight_bytes = 0;
+  int channel_block = 16;
+  int threads = 1;
+  int reference_steps = 0;  // steps that fell back to the reference implementation
+};
+
+class Engine {
+ public:
+  static Expected<std::shared_ptr<Engine>> create(const Graph& graph, const EngineOptions& options = {});
+  ~Engine();
+
+  // Runs on inputs in graph-input order; safe to call from several threads at once.
+  Expected<std::vector<Tensor>> run(const std::vector<Tensor>& inputs) const;
+
+  const PlanSummary& summary() const;
+  const Graph& graph() const;  // the optimized graph
+
+  struct Plan;
+
+ private:
+  Engine() = default;
+  std::unique_ptr<Plan> plan_;
+};
+
+// Physical cores of this machine (hyperthreads not counted).
+int physical_core_count();
+
+}  // namespace densert
