@@ -26,5 +26,6 @@ int report(const Status& status);
 using Command = std::function<int()>;
 Command add_inspect_command(CLI::App& app);
 Command add_run_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);
 
 }  // namespace densert::cli

@@ -1,8 +1,10 @@
 // `densert inspect MODEL`: inputs, outputs, opset, op census and parameter count.
 #include <cstdio>
+#include <map>
 
 #include "cli/commands.h"
 #include "importer/onnx_importer.h"
+#include "runtime/engine/engine.h"
 
 namespace densert::cli {
 namespace {
@@ -10,7 +12,42 @@ namespace {
 struct InspectOptions {
   std::string model;
   bool print_ir = false;
+  bool print_plan = false;
+  int64_t batch = 1;
 };
+
+// The optimized plan: passes, dense blocks, concat copies, arena and kernels.
+int print_plan(const Graph& graph, int64_t batch) {
+  Expected<std::shared_ptr<Engine>> engine = Engine::create(graph);
+  if (!engine.ok()) return report(engine.status());
+  const PlanSummary& summary = (*engine)->summary();
+  std::printf("\nplan (batch %lld: one plan per image, run %lld times)\n", static_cast<long long>(batch),
+              static_cast<long long>(batch));
+  std::printf("passes:\n");
+  for (const PassReport& pass : summary.passes) {
+    std::printf("  %-22s %s\n", pass.name.c_str(),
+                pass.ran ? (std::to_string(pass.rewrites) + " rewrites").c_str() : "disabled");
+  }
+  std::printf("dense blocks (channel block %d):\n", summary.channel_block);
+  for (const BlockInfo& block : summary.blocks) {
+    std::printf("  %-8s %4lld channels (%lld physical) x %lldx%lld, %lld bytes per image, %d concat views\n",
+                block.name.c_str(), static_cast<long long>(block.channels),
+                static_cast<long long>(block.physical_channels), static_cast<long long>(block.height),
+                static_cast<long long>(block.width), static_cast<long long>(block.bytes), block.views);
+  }
+  for (const std::string& reason : summary.refused_blocks) std::printf("  refused: %s\n", reason.c_str());
+  std::printf("bytes copied by Concat per run: %lld\n",
+              static_cast<long long>(summary.concat_bytes_copied * batch));
+  std::printf("activation arena: %lld bytes\n", static_cast<long long>(summary.arena_bytes));
+  std::printf("weights: %lld bytes\n", static_cast<long long>(summary.weight_bytes));
+  std::printf("threads: %d\n", summary.threads);
+  std::map<std::string, int> kernels;
+  for (const StepInfo& step : summary.steps) ++kernels[step.op + " " + step.implementation];
+  std::printf("kernels (%zu steps, %d on the reference implementation):\n", summary.steps.size(),
+              summary.reference_steps);
+  for (const auto& [kernel, count] : kernels) std::printf("  %-50s %d\n", kernel.c_str(), count);
+  return kExitOk;
+}
 
 int run_inspect(const InspectOptions& options) {
   Expected<Graph> graph = import_onnx_file(options.model);
@@ -32,6 +69,7 @@ int run_inspect(const InspectOptions& options) {
     std::printf("metadata: %s = %.60s%s\n", key.c_str(), value.c_str(), value.size() > 60 ? "..." : "");
   }
   if (options.print_ir) std::printf("\n%s", graph->to_text().c_str());
+  if (options.print_plan) return print_plan(*graph, options.batch);
   return kExitOk;
 }
 
@@ -42,6 +80,8 @@ Command add_inspect_command(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("inspect", "Describe a model: inputs, outputs, ops, parameters");
   sub->add_option("model", options->model, "ONNX model file")->required();
   sub->add_flag("--ir", options->print_ir, "Print the imported IR as text");
+  sub->add_flag("--plan", options->print_plan, "Print the optimized execution plan");
+  sub->add_option("--batch", options->batch, "Batch size for --plan")->check(CLI::PositiveNumber);
   return [options] { return run_inspect(*options); };
 }
 

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   };
   add(add_inspect_command);
   add(add_run_command);
+  add(add_bench_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

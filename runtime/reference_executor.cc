@@ -18,6 +18,14 @@ std::vector<int64_t> strides_of(const Dims& dims) {
   return strides;
 }
 
+// Product of dims[begin, end). Extents come from the dims rather than from dividing the
+// element count, which would divide by zero when some axis is empty.
+int64_t dims_product(const Dims& dims, size_t begin, size_t end) {
+  int64_t product = 1;
+  for (size_t d = begin; d < end; ++d) product *= dims[d];
+  return product;
+}
+
 void conv(const Node& node, const Tensor& src, const Tensor& weights, const Tensor* bias,
           Tensor& dst) {
   const auto& attrs = node.attrs_as<ConvAttrs>();
@@ -71,7 +79,7 @@ void batch_norm(const Node& node, const std::vector<const Tensor*>& in, Tensor& 
   const auto& attrs = node.attrs_as<BatchNormAttrs>();
   const Tensor& src = *in[0];
   const int64_t batch = src.dims[0], channels = src.dims[1];
-  const int64_t plane = src.numel() / (batch * channels);
+  const int64_t plane = dims_product(src.dims, 2, src.dims.size());
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < batch; ++n) {
     for (int64_t c = 0; c < channels; ++c) {
@@ -211,7 +219,7 @@ void gemm(const Node& node, const std::vector<const Tensor*>& in, Tensor& dst) {
 
 void matmul(const Tensor& a, const Tensor& b, Tensor& dst) {
   const int64_t k = b.dims[0], n = b.dims[1];
-  const int64_t rows = a.numel() / k;
+  const int64_t rows = dims_product(a.dims, 0, a.dims.size() - 1);
   for (int64_t i = 0; i < rows; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       double acc = 0.0;
@@ -256,7 +264,7 @@ void softmax(const Node& node, const Tensor& src, Tensor& dst) {
   const int64_t extent = src.dims[axis];
   int64_t inner = 1;
   for (size_t d = axis + 1; d < src.dims.size(); ++d) inner *= src.dims[d];
-  const int64_t outer = src.numel() / (extent * inner);
+  const int64_t outer = dims_product(src.dims, 0, axis);
   for (int64_t o = 0; o < outer; ++o) {
     for (int64_t i = 0; i < inner; ++i) {
       const float* s = src.data.data() + o * extent * inner + i;

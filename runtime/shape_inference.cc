@@ -98,6 +98,13 @@ Expected<Dims> concat_shape(const Node& node, const std::vector<Dims>& in) {
   return out;
 }
 
+// A Reshape target as written, "[4,-1]": dims_to_string would show the -1 as the batch.
+std::string target_to_string(const Dims& target) {
+  std::string text = "[";
+  for (size_t i = 0; i < target.size(); ++i) text += (i ? "," : "") + std::to_string(target[i]);
+  return text + "]";
+}
+
 Expected<Dims> reshape_shape(const Node& node, const Dims& src) {
   const auto& attrs = node.attrs_as<ReshapeAttrs>();
   Dims out = attrs.shape;
@@ -120,7 +127,7 @@ Expected<Dims> reshape_shape(const Node& node, const Dims& src) {
   if (infer_at >= 0) {
     if (known == 0 || total % known != 0) {
       return shape_error(node, "cannot reshape " + dims_to_string(src) + " to " +
-                                   dims_to_string(attrs.shape));
+                                   target_to_string(attrs.shape));
     }
     out[static_cast<size_t>(infer_at)] = total / known;
   } else if (known != total) {

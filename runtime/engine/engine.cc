@@ -781,7 +781,8 @@ Engine::~Engine() = default;
 const PlanSummary& Engine::summary() const { return plan_->summary; }
 const Graph& Engine::graph() const { return plan_->graph; }
 
-Expected<std::vector<Tensor>> Engine::run(const std::vector<Tensor>& inputs) const {
+Expected<std::vector<Tensor>> Engine::run(const std::vector<Tensor>& inputs,
+                                          std::vector<double>* step_ms_out) const {
   const Plan& plan = *plan_;
   std::vector<Dims> input_dims;
   for (const Tensor& t : inputs) {
@@ -812,7 +813,7 @@ Expected<std::vector<Tensor>> Engine::run(const std::vector<Tensor>& inputs) con
     if (!dims.empty() && !plan.placements[out].constant) dims[0] = batch;
     outputs.emplace_back(dims);
   }
-  const bool profile = log_enabled(LogCategory::kProfile);
+  const bool profile = log_enabled(LogCategory::kProfile) || step_ms_out;
   std::vector<double> step_ms(profile ? plan.steps.size() : 0, 0.0);
   Status status;
   try {
@@ -831,7 +832,11 @@ Expected<std::vector<Tensor>> Engine::run(const std::vector<Tensor>& inputs) con
     plan.pool.push_back(std::move(ctx));
   }
   DENSERT_RETURN_IF_ERROR(status);
-  if (profile) {
+  if (step_ms_out) {
+    step_ms_out->resize(plan.steps.size(), 0.0);
+    for (size_t s = 0; s < plan.steps.size(); ++s) (*step_ms_out)[s] += step_ms[s];
+  }
+  if (log_enabled(LogCategory::kProfile)) {
     for (size_t s = 0; s < plan.steps.size(); ++s) {
       const StepInfo& info = plan.steps[s].info;
       DENSERT_LOG(kProfile) << info.node << "," << info.op << "," << info.implementation << ","

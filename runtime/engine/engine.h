@@ -54,7 +54,9 @@ class Engine {
   ~Engine();
 
   // Runs on inputs in graph-input order; safe to call from several threads at once.
-  Expected<std::vector<Tensor>> run(const std::vector<Tensor>& inputs) const;
+  // With step_ms, adds each step's time in milliseconds (summed over the batch's images).
+  Expected<std::vector<Tensor>> run(const std::vector<Tensor>& inputs,
+                                    std::vector<double>* step_ms = nullptr) const;
 
   const PlanSummary& summary() const;
   const Graph& graph() const;  // the optimized graph
