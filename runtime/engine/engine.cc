@@ -179,6 +179,7 @@ struct Engine::Plan {
   Status add_eltwise(Step& step, const Node& node);
   Status add_pool(Step& step, const Node& node, const std::vector<Dims>& dims);
   Status add_gemm(Step& step, const Node& node, dnnl::stream& stream);
+  Status add_softmax(Step& step, const Node& node);
 };
 
 namespace {
@@ -222,6 +223,8 @@ std::string reference_reason(const Graph& graph, const Node& node,
       return "";
     case OpType::kGlobalAveragePool:
       return src.blocked == dst.blocked ? "" : "layout change inside the op";
+    case OpType::kSoftmax:
+      return src.blocked ? "blocked src" : "";
     case OpType::kGemm: {
       const auto& a = node.attrs_as<GemmAttrs>();
       if (a.trans_a) return "transposed A";
@@ -265,43 +268,7 @@ Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
     if (!dims[v].empty()) placements[v].dims[0] = graph.values[v].is_constant() ? dims[v][0] : 1;
     placements[v].constant = graph.values[v].is_constant();
   }
-  const auto block_segment = [&](ValueId v) { return graph.value(v).slot.block >= 0; };
-
-  for (const Node& node : graph.nodes) {
-    const ValueId out = node.outputs[0];
-    const Placement& src = placements[node.inputs[0]];
-    Placement& dst = placements[out];
-    const Dims logical = dst.dims;
-    switch (node.op) {
-      case OpType::kConv:
-        dst = blocked_placement(logical);
-        break;
-      case OpType::kBatchNorm:
-      case OpType::kRelu:
-      case OpType::kClip:
-      case OpType::kMaxPool:
-      case OpType::kAveragePool:
-        if (src.blocked || block_segment(out)) {
-          // Keep the source's channel layout so the op runs without reshuffling.
-          dst = src.blocked && !block_segment(out) ? src : blocked_placement(logical);
-          dst.dims = logical;
-          dst.request = -1;
-          dst.offset = 0;
-          dst.constant = false;
-        }
-        break;
-      case OpType::kGlobalAveragePool:
-        if (src.blocked) dst = blocked_placement(logical);
-        break;
-      case OpType::kConcat:
-        if (logical.size() == 4) dst = blocked_placement(logical);
-        break;
-      default:
-        break;
-    }
-  }
-
-  // Block buffers: segments are padded one by one; views take the map of their prefix.
+  // Block buffers first: segments are padded one by one; views take the map of their prefix.
   for (const DenseBlock& block : graph.blocks) {
     std::vector<int64_t> map;
     int64_t physical = 0;
@@ -319,6 +286,40 @@ Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
       p.physical_channels = logical[1] == 0 ? 0 : map[logical[1] - 1] / kBlock * kBlock + kBlock;
     }
   }
+  // The rest follow their sources, in graph order, so a source's layout is known first.
+  for (const Node& node : graph.nodes) {
+    const ValueId out = node.outputs[0];
+    if (graph.value(out).slot.block >= 0) continue;
+    const Placement& src = placements[node.inputs[0]];
+    Placement& dst = placements[out];
+    const Dims logical = dst.dims;
+    switch (node.op) {
+      case OpType::kConv:
+        dst = blocked_placement(logical);
+        break;
+      case OpType::kBatchNorm:
+      case OpType::kRelu:
+      case OpType::kClip:
+      case OpType::kMaxPool:
+      case OpType::kAveragePool:
+      case OpType::kGlobalAveragePool:
+        if (src.blocked) {
+          // Keep the source's channel layout so the op runs without reshuffling.
+          dst = src;
+          dst.dims = logical;
+          dst.request = -1;
+          dst.offset = 0;
+          dst.constant = false;
+        }
+        break;
+      case OpType::kConcat:
+        if (logical.size() == 4) dst = blocked_placement(logical);
+        break;
+      default:
+        break;
+    }
+  }
+
   return {};
 }
 
@@ -561,6 +562,17 @@ Status Engine::Plan::add_gemm(Step& step, const Node& node, dnnl::stream& stream
   return {};
 }
 
+Status Engine::Plan::add_softmax(Step& step, const Node& node) {
+  const int axis = static_cast<int>(node.attrs_as<AxisAttrs>().axis);
+  dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference,
+                                   desc_of(placements[node.inputs[0]]), axis);
+  dnnl::softmax_forward::primitive_desc pd(desc, cpu);
+  step.primitive = dnnl::softmax_forward(pd);
+  step.info.implementation = pd.impl_info_str();
+  step.args = {{DNNL_ARG_SRC, node.inputs[0]}, {DNNL_ARG_DST, node.outputs[0]}};
+  return {};
+}
+
 Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
   dnnl::stream stream(cpu);
   std::set<ValueId> views;
@@ -604,6 +616,7 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
             case OpType::kAveragePool:
             case OpType::kGlobalAveragePool: status = add_pool(step, node, dims); break;
             case OpType::kGemm: status = add_gemm(step, node, stream); break;
+            case OpType::kSoftmax: status = add_softmax(step, node); break;
             default: reason = "no oneDNN primitive"; break;
           }
           DENSERT_RETURN_IF_ERROR(status);

@@ -8,6 +8,7 @@ namespace densert {
 const std::vector<PassInfo>& optimizer_passes() {
   static const std::vector<PassInfo> passes = {
       {"cleanup", run_cleanup},
+      {"canonicalize", run_canonicalize},
       {"affine_to_batchnorm", run_affine_to_batchnorm},
       {"fold_batchnorm", run_fold_batchnorm},
       {"transition_reorder", run_transition_reorder},

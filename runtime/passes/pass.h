@@ -29,6 +29,7 @@ struct PassReport {
 };
 
 Expected<PassResult> run_cleanup(Graph& graph);
+Expected<PassResult> run_canonicalize(Graph& graph);
 Expected<PassResult> run_affine_to_batchnorm(Graph& graph);
 Expected<PassResult> run_fold_batchnorm(Graph& graph);
 Expected<PassResult> run_transition_reorder(Graph& graph);
@@ -37,6 +38,7 @@ Expected<PassResult> run_dense_blocks(Graph& graph);
 
 // The pipeline in order. Ordering matters:
 // - cleanup first, so later patterns see no Identity, Dropout or empty Pad in between;
+// - canonicalize next, so later passes and the engine see one spelling of each op;
 // - affine_to_batchnorm before fold_batchnorm, so Caffe2-style Mul/Add fold like BatchNorm;
 // - transition_reorder before fuse_activation: it needs the transition's 1x1 conv without
 //   a fused ReLU, and it runs after BatchNorm folding so no BatchNorm sits between them;
