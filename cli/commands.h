@@ -27,5 +27,11 @@ using Command = std::function<int()>;
 Command add_inspect_command(CLI::App& app);
 Command add_run_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
+Command add_classify_command(CLI::App& app);
+Command add_evaluate_command(CLI::App& app);
+
+struct ClassifierOptions;
+// The options classify and evaluate share: model, labels, preprocessing, threads.
+void add_classifier_options(CLI::App* sub, ClassifierOptions& options);
 
 }  // namespace densert::cli

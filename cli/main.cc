@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
     Command command = factory(app);
     commands[app.get_subcommands({})[before]] = std::move(command);
   };
+  add(add_classify_command);
+  add(add_evaluate_command);
   add(add_inspect_command);
   add(add_run_command);
   add(add_bench_command);

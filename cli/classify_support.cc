@@ -1,0 +1,95 @@
+// Model preparation and output ranking shared by the image commands.
+#include "cli/classify_support.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "cli/model_source.h"
+
+namespace densert::cli {
+
+Expected<Classifier> make_classifier(const ClassifierOptions& options) {
+  DENSERT_ASSIGN_OR_RETURN(Graph graph, load_model(options.model));
+  if (graph.inputs.size() != 1 || graph.outputs.empty()) {
+    return Status::unsupported("an image classifier takes one input, this model takes " +
+                               std::to_string(graph.inputs.size()));
+  }
+  const Dims input_dims = graph.value(graph.inputs[0]).dims;
+  if (input_dims.size() != 4 || (input_dims[1] != 1 && input_dims[1] != 3)) {
+    return Status::unsupported("model input has shape " + dims_to_string(input_dims) +
+                               ", expected [N,1 or 3,H,W]");
+  }
+  Classifier classifier;
+  if (!options.preprocess_json.empty()) {
+    DENSERT_ASSIGN_OR_RETURN(classifier.preprocessing, parse_preprocessing(options.preprocess_json, input_dims));
+  } else if (!options.preset.empty()) {
+    DENSERT_ASSIGN_OR_RETURN(classifier.preprocessing, preset_preprocessing(options.preset, input_dims));
+  } else {
+    DENSERT_ASSIGN_OR_RETURN(classifier.preprocessing, preprocessing_from_metadata(graph.metadata, input_dims));
+  }
+  const int64_t model_channels = input_dims[1];
+  const int64_t preprocess_channels = classifier.preprocessing.color == Preprocessing::Color::kGray ? 1 : 3;
+  if (model_channels != preprocess_channels) {
+    return Status::bad_argument("preprocessing produces " + std::to_string(preprocess_channels) +
+                                " channels, the model takes " + std::to_string(model_channels));
+  }
+  if (!options.labels_file.empty()) {
+    DENSERT_ASSIGN_OR_RETURN(classifier.labels, read_labels(options.labels_file));
+  } else {
+    DENSERT_ASSIGN_OR_RETURN(classifier.labels, labels_from_metadata(graph.metadata));
+  }
+  const ValueId output = graph.outputs[0];
+  const NodeId producer = graph.value(output).producer;
+  classifier.outputs_probabilities = producer >= 0 && graph.nodes[producer].op == OpType::kSoftmax;
+  classifier.classes = graph.value(output).dims.back();
+
+  EngineOptions engine_options;
+  engine_options.threads = options.threads;
+  DENSERT_ASSIGN_OR_RETURN(classifier.engine, Engine::create(graph, engine_options));
+  return classifier;
+}
+
+std::vector<std::vector<float>> class_probabilities(const Classifier& classifier, const Tensor& output) {
+  const int64_t images = output.dims[0];
+  const int64_t classes = output.numel() / std::max<int64_t>(images, 1);
+  std::vector<std::vector<float>> result;
+  for (int64_t i = 0; i < images; ++i) {
+    std::vector<float> row(output.data.begin() + i * classes, output.data.begin() + (i + 1) * classes);
+    if (!classifier.outputs_probabilities) {
+      const float max_logit = *std::max_element(row.begin(), row.end());
+      double sum = 0.0;
+      for (float& v : row) {
+        v = std::exp(v - max_logit);
+        sum += v;
+      }
+      for (float& v : row) v = static_cast<float>(v / sum);
+    }
+    result.push_back(std::move(row));
+  }
+  return result;
+}
+
+std::vector<std::pair<int64_t, float>> top_k(const std::vector<float>& probabilities, int64_t k) {
+  std::vector<int64_t> order(probabilities.size());
+  std::iota(order.begin(), order.end(), 0);
+  k = std::min<int64_t>(k, static_cast<int64_t>(order.size()));
+  std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                    [&](int64_t a, int64_t b) { return probabilities[a] > probabilities[b]; });
+  std::vector<std::pair<int64_t, float>> top;
+  for (int64_t i = 0; i < k; ++i) top.emplace_back(order[i], probabilities[order[i]]);
+  return top;
+}
+
+Tensor stack_images(const std::vector<Tensor>& images) {
+  Dims dims = images.front().dims;
+  dims[0] = static_cast<int64_t>(images.size());
+  Tensor batch(dims);
+  const int64_t each = images.front().numel();
+  for (size_t i = 0; i < images.size(); ++i) {
+    std::copy(images[i].data.begin(), images[i].data.end(), batch.data.begin() + static_cast<int64_t>(i) * each);
+  }
+  return batch;
+}
+
+}  // namespace densert::cli

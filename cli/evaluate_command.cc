@@ -1,0 +1,202 @@
+// `densert evaluate`: accuracy of a classifier on a labelled set (IDX files as in MNIST, or
+// one folder per class), with throughput and the classes it confuses most.
+#include <zlib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "cli/classify_support.h"
+#include "cli/commands.h"
+
+namespace densert::cli {
+namespace {
+
+constexpr const char* kFashionMnistImages = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+constexpr const char* kFashionMnistLabels = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz";
+
+struct EvaluateOptions {
+  ClassifierOptions classifier;
+  std::string idx_images;
+  std::string idx_labels;
+  std::string folder;
+  int64_t batch = 64;
+  int64_t limit = 0;
+};
+
+// An IDX file, gzip-compressed or not (zlib reads both).
+Expected<std::vector<unsigned char>> read_idx(const std::string& path, int expected_dims, std::vector<int64_t>* dims) {
+  gzFile file = gzopen(path.c_str(), "rb");
+  if (!file) return Status::bad_argument(path + ": cannot open IDX file");
+  std::vector<unsigned char> bytes;
+  unsigned char chunk[1 << 16];
+  int got;
+  while ((got = gzread(file, chunk, sizeof(chunk))) > 0) bytes.insert(bytes.end(), chunk, chunk + got);
+  const bool failed = got < 0;
+  gzclose(file);
+  if (failed) return Status::bad_argument(path + ": corrupt gzip data");
+  if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] != expected_dims) {
+    return Status::bad_argument(path + ": not an IDX file of unsigned bytes with " + std::to_string(expected_dims) + " dims");
+  }
+  size_t offset = 4;
+  int64_t count = 1;
+  dims->clear();
+  for (int d = 0; d < expected_dims; ++d) {
+    if (bytes.size() < offset + 4) return Status::bad_argument(path + ": truncated IDX header");
+    const int64_t size = (int64_t{bytes[offset]} << 24) | (bytes[offset + 1] << 16) | (bytes[offset + 2] << 8) | bytes[offset + 3];
+    dims->push_back(size);
+    count *= size;
+    offset += 4;
+  }
+  if (static_cast<int64_t>(bytes.size() - offset) < count) {
+    return Status::bad_argument(path + ": holds fewer values than its header says");
+  }
+  return std::vector<unsigned char>(bytes.begin() + static_cast<long>(offset), bytes.begin() + static_cast<long>(offset + count));
+}
+
+struct Sample {
+  std::string name;
+  int64_t label;
+  const unsigned char* pixels = nullptr;  // IDX samples
+};
+
+int run_evaluate(const EvaluateOptions& options) {
+  Expected<Classifier> classifier = make_classifier(options.classifier);
+  if (!classifier.ok()) return report(classifier.status());
+  const Preprocessing& preprocessing = classifier->preprocessing;
+
+  std::vector<Sample> samples;
+  std::vector<unsigned char> pixels;
+  std::vector<int64_t> image_dims;
+  if (!options.folder.empty()) {
+    // One folder per class, named after the class label (or its index).
+    std::map<std::string, int64_t> by_name;
+    for (size_t i = 0; i < classifier->labels.size(); ++i) by_name[classifier->labels[i]] = static_cast<int64_t>(i);
+    std::error_code error;
+    std::vector<std::filesystem::path> classes;
+    for (const auto& entry : std::filesystem::directory_iterator(options.folder, error)) {
+      if (entry.is_directory()) classes.push_back(entry.path());
+    }
+    if (error) return report(Status::bad_argument(options.folder + ": " + error.message()));
+    std::sort(classes.begin(), classes.end());
+    for (const auto& dir : classes) {
+      const std::string name = dir.filename().string();
+      int64_t label = -1;
+      if (by_name.count(name)) {
+        label = by_name[name];
+      } else if (!name.empty() && std::all_of(name.begin(), name.end(), ::isdigit)) {
+        label = std::stoll(name);
+      } else {
+        return report(Status::bad_argument(dir.string() + ": folder name is neither a label of the model nor a class index"));
+      }
+      std::vector<std::string> files;
+      for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+        if (entry.is_regular_file()) files.push_back(entry.path().string());
+      }
+      std::sort(files.begin(), files.end());
+      for (const auto& f : files) samples.push_back({f, label, nullptr});
+    }
+  } else {
+    const std::string images_path = options.idx_images.empty() ? kFashionMnistImages : options.idx_images;
+    const std::string labels_path = options.idx_labels.empty() ? kFashionMnistLabels : options.idx_labels;
+    Expected<std::vector<unsigned char>> images = read_idx(images_path, 3, &image_dims);
+    if (!images.ok()) return report(images.status());
+    std::vector<int64_t> label_dims;
+    Expected<std::vector<unsigned char>> labels = read_idx(labels_path, 1, &label_dims);
+    if (!labels.ok()) return report(labels.status());
+    if (label_dims[0] != image_dims[0]) {
+      return report(Status::bad_argument("IDX files disagree: " + std::to_string(image_dims[0]) + " images, " +
+                                         std::to_string(label_dims[0]) + " labels"));
+    }
+    pixels = std::move(images).value();
+    const int64_t plane = image_dims[1] * image_dims[2];
+    for (int64_t i = 0; i < image_dims[0]; ++i) {
+      samples.push_back({images_path + "#" + std::to_string(i), (*labels)[i], pixels.data() + i * plane});
+    }
+  }
+  if (options.limit > 0 && static_cast<int64_t>(samples.size()) > options.limit) samples.resize(options.limit);
+  if (samples.empty()) return report(Status::bad_argument("no labelled images found"));
+
+  const int64_t classes = classifier->classes;
+  std::vector<std::vector<int64_t>> confusion(classes, std::vector<int64_t>(classes, 0));
+  int64_t top1 = 0, top5 = 0, evaluated = 0, failed = 0;
+  double engine_seconds = 0.0;
+  for (size_t begin = 0; begin < samples.size(); begin += static_cast<size_t>(options.batch)) {
+    const size_t end = std::min(samples.size(), begin + static_cast<size_t>(options.batch));
+    std::vector<Tensor> images;
+    std::vector<int64_t> labels;
+    for (size_t i = begin; i < end; ++i) {
+      const Sample& s = samples[i];
+      Expected<Tensor> image = s.pixels ? preprocess_pixels(s.pixels, static_cast<int>(image_dims[1]),
+                                                            static_cast<int>(image_dims[2]), 1, preprocessing)
+                                        : load_image(s.name, preprocessing);
+      if (!image.ok() || s.label < 0 || s.label >= classes) {
+        std::fprintf(stderr, "densert: %s\n",
+                     image.ok() ? (s.name + ": label " + std::to_string(s.label) + " is out of range").c_str()
+                                : image.status().message().c_str());
+        ++failed;
+        continue;
+      }
+      images.push_back(std::move(image).value());
+      labels.push_back(s.label);
+    }
+    if (images.empty()) continue;
+    const auto start = std::chrono::steady_clock::now();
+    Expected<std::vector<Tensor>> outputs = classifier->engine->run({stack_images(images)});
+    engine_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (!outputs.ok()) return report(outputs.status());
+    const auto probabilities = class_probabilities(*classifier, outputs->front());
+    for (size_t i = 0; i < labels.size(); ++i) {
+      const auto top = top_k(probabilities[i], 5);
+      top1 += top[0].first == labels[i];
+      top5 += std::any_of(top.begin(), top.end(), [&](const auto& t) { return t.first == labels[i]; });
+      ++confusion[labels[i]][top[0].first];
+      ++evaluated;
+    }
+  }
+  if (evaluated == 0) return report(Status::bad_argument("no image could be evaluated"));
+  std::printf("images      %lld (%lld failed)\n", static_cast<long long>(evaluated), static_cast<long long>(failed));
+  std::printf("top-1       %.2f%%\n", 100.0 * top1 / evaluated);
+  std::printf("top-5       %.2f%%\n", 100.0 * top5 / evaluated);
+  std::printf("throughput  %.1f images/s (engine only, batch %lld, %d threads)\n", evaluated / engine_seconds,
+              static_cast<long long>(options.batch), classifier->engine->summary().threads);
+  // The worst classes by recall, each with the class it is most often taken for.
+  std::vector<std::pair<double, int64_t>> recall;
+  for (int64_t c = 0; c < classes; ++c) {
+    int64_t total = 0;
+    for (int64_t v : confusion[c]) total += v;
+    if (total > 0) recall.emplace_back(static_cast<double>(confusion[c][c]) / total, c);
+  }
+  std::sort(recall.begin(), recall.end());
+  std::printf("worst classes:\n");
+  for (size_t i = 0; i < std::min<size_t>(3, recall.size()); ++i) {
+    const int64_t c = recall[i].second;
+    int64_t confused = -1;
+    for (int64_t o = 0; o < classes; ++o) {
+      if (o != c && (confused < 0 || confusion[c][o] > confusion[c][confused])) confused = o;
+    }
+    std::printf("  %-20s recall %.2f%%, most often taken for %s (%lld)\n", classifier->label(c).c_str(),
+                100.0 * recall[i].first, confused >= 0 ? classifier->label(confused).c_str() : "-",
+                static_cast<long long>(confused >= 0 ? confusion[c][confused] : 0));
+  }
+  return failed > 0 ? kExitSomeInputsFailed : kExitOk;
+}
+
+}  // namespace
+
+Command add_evaluate_command(CLI::App& app) {
+  auto options = std::make_shared<EvaluateOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "evaluate", "Accuracy on a labelled set (default: the Fashion-MNIST test set, for the built-in model)");
+  add_classifier_options(sub, options->classifier);
+  sub->add_option("--idx-images", options->idx_images, "IDX image file (.gz or raw)");
+  sub->add_option("--idx-labels", options->idx_labels, "IDX label file (.gz or raw)");
+  sub->add_option("--dir", options->folder, "Folder with one subfolder of images per class");
+  sub->add_option("--batch", options->batch, "Images per engine run (default 64)")->check(CLI::PositiveNumber);
+  sub->add_option("--limit", options->limit, "Evaluate at most this many images")->check(CLI::NonNegativeNumber);
+  return [options] { return run_evaluate(*options); };
+}
+
+}  // namespace densert::cli
