@@ -139,7 +139,9 @@ std::vector<int64_t> row_major_strides(const Dims& dims) {
 
 class Lowering {
  public:
-  explicit Lowering(const onnx::ModelProto& model) : model_(model) {}
+  // original_opset is the model's own opset, before conversion; messages report it.
+  Lowering(const onnx::ModelProto& model, int64_t original_opset)
+      : model_(model), original_opset_(original_opset) {}
 
   Expected<Graph> run();
 
@@ -176,6 +178,7 @@ class Lowering {
   Status lower_reshape(const onnx::NodeProto& node, const std::string& name);
 
   const onnx::ModelProto& model_;
+  int64_t original_opset_;
   Graph graph_;
   std::map<std::string, Known> known_;
   std::map<std::string, ValueId> runtime_values_;
@@ -865,7 +868,7 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
   }
   return Status::unsupported(prefix + "op " + op + " of domain \"" +
                              (node.domain().empty() ? std::string("ai.onnx") : node.domain()) +
-                             "\" is not supported (opset " + std::to_string(kCanonicalOpset) + ")");
+                             "\" is not supported (opset " + std::to_string(original_opset_) + ")");
 }
 
 Expected<Graph> Lowering::run() {
@@ -886,7 +889,7 @@ Expected<Graph> Lowering::run() {
 Expected<Graph> import_onnx_buffer(const void* data, size_t size,
                                    const std::string& external_data_dir) {
   DENSERT_ASSIGN_OR_RETURN(LoadedModel loaded, load_onnx_model(data, size, external_data_dir));
-  Lowering lowering(loaded.proto);
+  Lowering lowering(loaded.proto, loaded.original_opset);
   DENSERT_ASSIGN_OR_RETURN(Graph graph, lowering.run());
   graph.opset = loaded.original_opset;
   DENSERT_LOG(kInfo) << "imported model: opset " << graph.opset << ", " << graph.nodes.size()

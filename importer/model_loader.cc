@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
+#include <sstream>
 
 #include "importer/onnx_importer.h"
 #include "runtime/log.h"
@@ -16,10 +18,22 @@
 namespace densert {
 namespace {
 
-// First line of a library message: ONNX's messages run over several lines.
-std::string first_line(const std::string& text) {
-  const size_t end = text.find('\n');
-  return end == std::string::npos ? text : text.substr(0, end);
+// A library message as one line. ONNX's messages run over several lines and the later ones
+// often name the node ("name: conv OpType: Conv"), so the lines are joined, not dropped.
+std::string one_line(const std::string& text) {
+  constexpr size_t kMaxLength = 400;
+  std::istringstream lines(text);
+  std::string line;
+  std::string joined;
+  while (std::getline(lines, line)) {
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;
+    const size_t last = line.find_last_not_of(" \t\r");
+    if (!joined.empty()) joined += ' ';
+    joined += line.substr(first, last - first + 1);
+  }
+  if (joined.size() > kMaxLength) joined = joined.substr(0, kMaxLength) + "...";
+  return joined;
 }
 
 Expected<int64_t> default_domain_opset(const onnx::ModelProto& model) {
@@ -77,6 +91,47 @@ Status inline_external_data(onnx::TensorProto& tensor, const std::string& dir) {
   return {};
 }
 
+// ONNX 1.12's checker lets a graph output name a value that nothing defines, and its version
+// converter then dereferences a null value for it, so this is checked before converting.
+Status check_graph_outputs(const onnx::GraphProto& graph) {
+  std::set<std::string> defined;
+  for (const auto& input : graph.input())
+    defined.insert(input.name());
+  for (const auto& init : graph.initializer())
+    defined.insert(init.name());
+  for (const auto& node : graph.node())
+    defined.insert(node.output().begin(), node.output().end());
+  for (const auto& output : graph.output()) {
+    if (!defined.count(output.name())) {
+      return Status::invalid_model("graph output \"" + output.name() +
+                                   "\" is not produced by any node, input or initializer");
+    }
+  }
+  return {};
+}
+
+// densert runs only the default ONNX domain. Ops of other domains are refused before the
+// version converter sees them: it fails on them with an unhelpful "unordered_map::at".
+Status check_op_domains(const onnx::ModelProto& model) {
+  int index = 0;
+  for (const auto& node : model.graph().node()) {
+    const std::string& domain = node.domain();
+    if (!domain.empty() && domain != "ai.onnx") {
+      int64_t domain_opset = 0;
+      for (const auto& entry : model.opset_import()) {
+        if (entry.domain() == domain) domain_opset = entry.version();
+      }
+      const std::string name =
+          node.name().empty() ? node.op_type() + "_" + std::to_string(index) : node.name();
+      return Status::unsupported(
+          "node \"" + name + "\" (" + node.op_type() + "): op " + node.op_type() + " of domain \"" +
+          domain + "\" is not supported (opset " + std::to_string(domain_opset) + ")");
+    }
+    ++index;
+  }
+  return {};
+}
+
 }  // namespace
 
 Expected<LoadedModel> load_onnx_model(const void* data, size_t size,
@@ -110,8 +165,10 @@ Expected<LoadedModel> load_onnx_model(const void* data, size_t size,
   try {
     onnx::checker::check_model(model);
   } catch (const std::exception& e) {
-    return Status::invalid_model("ONNX checker: " + first_line(e.what()));
+    return Status::invalid_model("ONNX checker: " + one_line(e.what()));
   }
+  DENSERT_RETURN_IF_ERROR(check_graph_outputs(model.graph()));
+  DENSERT_RETURN_IF_ERROR(check_op_domains(model));
 
   if (loaded.original_opset != kCanonicalOpset) {
     try {
@@ -119,7 +176,7 @@ Expected<LoadedModel> load_onnx_model(const void* data, size_t size,
     } catch (const std::exception& e) {
       return Status::unsupported("cannot convert opset " + std::to_string(loaded.original_opset) +
                                  " to " + std::to_string(kCanonicalOpset) + ": " +
-                                 first_line(e.what()));
+                                 one_line(e.what()));
     }
     DENSERT_LOG(kInfo) << "converted opset " << loaded.original_opset << " to "
                        << kCanonicalOpset;
@@ -130,7 +187,7 @@ Expected<LoadedModel> load_onnx_model(const void* data, size_t size,
                                         /*data_prop=*/false);
     onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(), options);
   } catch (const std::exception& e) {
-    return Status::invalid_model("ONNX shape inference: " + first_line(e.what()));
+    return Status::invalid_model("ONNX shape inference: " + one_line(e.what()));
   }
   return loaded;
 }

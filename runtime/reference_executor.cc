@@ -22,7 +22,8 @@ std::vector<int64_t> strides_of(const Dims& dims) {
 // element count, which would divide by zero when some axis is empty.
 int64_t dims_product(const Dims& dims, size_t begin, size_t end) {
   int64_t product = 1;
-  for (size_t d = begin; d < end; ++d) product *= dims[d];
+  for (size_t d = begin; d < end; ++d)
+    product *= dims[d];
   return product;
 }
 

@@ -101,7 +101,8 @@ Expected<Dims> concat_shape(const Node& node, const std::vector<Dims>& in) {
 // A Reshape target as written, "[4,-1]": dims_to_string would show the -1 as the batch.
 std::string target_to_string(const Dims& target) {
   std::string text = "[";
-  for (size_t i = 0; i < target.size(); ++i) text += (i ? "," : "") + std::to_string(target[i]);
+  for (size_t i = 0; i < target.size(); ++i)
+    text += (i ? "," : "") + std::to_string(target[i]);
   return text + "]";
 }
 

@@ -151,7 +151,8 @@ struct Engine::Plan {
   PlanSummary summary;
   int threads = 1;
 
-  struct Context {
+  struct Context : ExecutionContext {
+    const Plan* owner = nullptr;
     float* arena = nullptr;
     dnnl::stream stream;
     std::vector<std::unordered_map<int, memory>> args;  // per step
@@ -645,6 +646,7 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
 
 Expected<std::unique_ptr<Engine::Plan::Context>> Engine::Plan::make_context() const {
   auto ctx = std::make_unique<Context>();
+  ctx->owner = this;
   const size_t bytes = static_cast<size_t>(round_up(std::max<int64_t>(arena_floats, 16) * 4, 64));
   ctx->arena = static_cast<float*>(std::aligned_alloc(64, bytes));
   if (!ctx->arena) return Status::internal("cannot allocate an arena of " + std::to_string(bytes) + " bytes");
@@ -794,57 +796,53 @@ Engine::~Engine() = default;
 const PlanSummary& Engine::summary() const { return plan_->summary; }
 const Graph& Engine::graph() const { return plan_->graph; }
 
-Expected<std::vector<Tensor>> Engine::run(const std::vector<Tensor>& inputs,
-                                          std::vector<double>* step_ms_out) const {
-  const Plan& plan = *plan_;
-  std::vector<Dims> input_dims;
-  for (const Tensor& t : inputs) {
-    if (static_cast<int64_t>(t.data.size()) != t.numel()) {
-      return Status::bad_argument("input tensor holds " + std::to_string(t.data.size()) +
-                                  " values for shape " + dims_to_string(t.dims));
-    }
-    input_dims.push_back(t.dims);
-  }
-  DENSERT_ASSIGN_OR_RETURN(int64_t batch, batch_from_inputs(plan.graph, input_dims));
+Expected<std::unique_ptr<ExecutionContext>> Engine::create_context() const {
+  DENSERT_ASSIGN_OR_RETURN(std::unique_ptr<Plan::Context> ctx, plan_->make_context());
+  return std::unique_ptr<ExecutionContext>(std::move(ctx));
+}
 
-  std::unique_ptr<Plan::Context> ctx;
-  {
-    std::lock_guard<std::mutex> lock(plan.pool_mutex);
-    if (!plan.pool.empty()) {
-      ctx = std::move(plan.pool.back());
-      plan.pool.pop_back();
-    }
+int64_t Engine::input_elements_per_image(size_t i) const {
+  return num_elements(plan_->placements.at(plan_->graph.inputs.at(i)).dims);
+}
+
+int64_t Engine::output_elements_per_image(size_t i) const {
+  return num_elements(plan_->placements.at(plan_->graph.outputs.at(i)).dims);
+}
+
+Dims Engine::output_dims(size_t i, int64_t batch) const {
+  const Placement& p = plan_->placements.at(plan_->graph.outputs.at(i));
+  Dims dims = p.dims;
+  if (!dims.empty() && !p.constant) dims[0] = batch;
+  return dims;
+}
+
+Status Engine::run(ExecutionContext& context, int64_t batch, const float* const* inputs,
+                   float* const* outputs, std::vector<double>* step_ms_out) const {
+  const Plan& plan = *plan_;
+  auto* ctx = dynamic_cast<Plan::Context*>(&context);
+  if (!ctx || ctx->owner != &plan) return Status::bad_argument("execution context belongs to another model");
+  if (batch <= 0) return Status::bad_argument("batch size " + std::to_string(batch) + " must be positive");
+  if (!inputs || !outputs) return Status::bad_argument("input and output buffers must not be null");
+  for (size_t i = 0; i < plan.graph.inputs.size(); ++i) {
+    if (!inputs[i]) return Status::bad_argument("input " + std::to_string(i) + " is null");
   }
-  if (!ctx) {
-    DENSERT_ASSIGN_OR_RETURN(ctx, plan.make_context());
+  for (size_t i = 0; i < plan.graph.outputs.size(); ++i) {
+    if (!outputs[i]) return Status::bad_argument("output " + std::to_string(i) + " is null");
   }
   omp_set_num_threads(plan.threads);
-
-  std::vector<Tensor> outputs;
-  for (ValueId out : plan.graph.outputs) {
-    Dims dims = plan.placements[out].dims;
-    if (!dims.empty() && !plan.placements[out].constant) dims[0] = batch;
-    outputs.emplace_back(dims);
-  }
   const bool profile = log_enabled(LogCategory::kProfile) || step_ms_out;
   std::vector<double> step_ms(profile ? plan.steps.size() : 0, 0.0);
-  Status status;
   try {
-    for (int64_t image = 0; image < batch && status.ok(); ++image) {
-      std::vector<const float*> in;
-      for (const Tensor& t : inputs) in.push_back(t.data.data() + image * (t.numel() / batch));
-      std::vector<float*> out;
-      for (Tensor& t : outputs) out.push_back(t.data.data() + image * (t.numel() / batch));
-      status = plan.run_image(*ctx, in, out, profile ? &step_ms : nullptr);
+    std::vector<const float*> in(plan.graph.inputs.size());
+    std::vector<float*> out(plan.graph.outputs.size());
+    for (int64_t image = 0; image < batch; ++image) {
+      for (size_t i = 0; i < in.size(); ++i) in[i] = inputs[i] + image * input_elements_per_image(i);
+      for (size_t i = 0; i < out.size(); ++i) out[i] = outputs[i] + image * output_elements_per_image(i);
+      DENSERT_RETURN_IF_ERROR(plan.run_image(*ctx, in, out, profile ? &step_ms : nullptr));
     }
   } catch (const dnnl::error& e) {
-    status = Status::internal(std::string("oneDNN: ") + e.what());
+    return Status::internal(std::string("oneDNN: ") + e.what());
   }
-  {
-    std::lock_guard<std::mutex> lock(plan.pool_mutex);
-    plan.pool.push_back(std::move(ctx));
-  }
-  DENSERT_RETURN_IF_ERROR(status);
   if (step_ms_out) {
     step_ms_out->resize(plan.steps.size(), 0.0);
     for (size_t s = 0; s < plan.steps.size(); ++s) (*step_ms_out)[s] += step_ms[s];
@@ -856,6 +854,48 @@ Expected<std::vector<Tensor>> Engine::run(const std::vector<Tensor>& inputs,
                             << step_ms[s] << "ms";
     }
   }
+  return {};
+}
+
+Expected<std::vector<Tensor>> Engine::run(const std::vector<Tensor>& inputs,
+                                          std::vector<double>* step_ms) const {
+  const Plan& plan = *plan_;
+  std::vector<Dims> input_dims;
+  for (const Tensor& t : inputs) {
+    if (static_cast<int64_t>(t.data.size()) != t.numel()) {
+      return Status::bad_argument("input tensor holds " + std::to_string(t.data.size()) +
+                                  " values for shape " + dims_to_string(t.dims));
+    }
+    input_dims.push_back(t.dims);
+  }
+  DENSERT_ASSIGN_OR_RETURN(int64_t batch, batch_from_inputs(plan.graph, input_dims));
+
+  // Contexts are pooled so that concurrent callers each get their own arena.
+  std::unique_ptr<Plan::Context> ctx;
+  {
+    std::lock_guard<std::mutex> lock(plan.pool_mutex);
+    if (!plan.pool.empty()) {
+      ctx = std::move(plan.pool.back());
+      plan.pool.pop_back();
+    }
+  }
+  if (!ctx) {
+    DENSERT_ASSIGN_OR_RETURN(ctx, plan.make_context());
+  }
+  std::vector<Tensor> outputs;
+  std::vector<float*> out;
+  for (size_t i = 0; i < plan.graph.outputs.size(); ++i) {
+    outputs.emplace_back(output_dims(i, batch));
+    out.push_back(outputs.back().data.data());
+  }
+  std::vector<const float*> in;
+  for (const Tensor& t : inputs) in.push_back(t.data.data());
+  const Status status = run(*ctx, batch, in.data(), out.data(), step_ms);
+  {
+    std::lock_guard<std::mutex> lock(plan.pool_mutex);
+    plan.pool.push_back(std::move(ctx));
+  }
+  DENSERT_RETURN_IF_ERROR(status);
   return outputs;
 }
 

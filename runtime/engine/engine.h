@@ -48,6 +48,12 @@ struct PlanSummary {
   int reference_steps = 0;  // steps that fell back to the reference implementation
 };
 
+// Activation memory for one run at a time: a thread that runs often keeps its own.
+class ExecutionContext {
+ public:
+  virtual ~ExecutionContext() = default;
+};
+
 class Engine {
  public:
   static Expected<std::shared_ptr<Engine>> create(const Graph& graph, const EngineOptions& options = {});
@@ -57,6 +63,17 @@ class Engine {
   // With step_ms, adds each step's time in milliseconds (summed over the batch's images).
   Expected<std::vector<Tensor>> run(const std::vector<Tensor>& inputs,
                                     std::vector<double>* step_ms = nullptr) const;
+
+  Expected<std::unique_ptr<ExecutionContext>> create_context() const;
+  // Runs `batch` images from caller-owned buffers: inputs[i] holds batch images of input i
+  // in row-major order, outputs[i] receives batch results of output i. No copies are made
+  // beyond loading each image into the arena and reading each result out of it.
+  Status run(ExecutionContext& context, int64_t batch, const float* const* inputs,
+             float* const* outputs, std::vector<double>* step_ms = nullptr) const;
+  // Element counts of one image's slice of input or output i, and full output dims.
+  int64_t input_elements_per_image(size_t i) const;
+  int64_t output_elements_per_image(size_t i) const;
+  Dims output_dims(size_t i, int64_t batch) const;
 
   const PlanSummary& summary() const;
   const Graph& graph() const;  // the optimized graph
