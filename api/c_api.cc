@@ -91,7 +91,7 @@ densert_status finish_load(densert::Expected<densert::Graph> graph, const denser
   if (labels.ok()) model->labels = *labels;
   model->preprocessing = densert::preprocessing_from_metadata(graph->metadata, model->input_dims[0]);
   model->max_batch = options->max_batch;
-  auto engine = densert::Engine::create(*graph, engine_options);
+  auto engine = densert::Engine::create(std::move(*graph), engine_options);
   if (!engine.ok()) return fail(engine.status());
   model->engine = *engine;
   *out = model.release();

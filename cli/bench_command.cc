@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "importer/onnx_importer.h"
 #include "runtime/engine/engine.h"
+#include "runtime/npy.h"
 
 namespace densert::cli {
 namespace {
@@ -25,6 +26,8 @@ struct BenchOptions {
   double seconds = 5.0;
   bool json = false;
   bool profile = false;
+  std::string input;   // .npy to run on instead of random data
+  std::string output;  // .npy to write the last run's first output to
 };
 
 using Clock = std::chrono::steady_clock;
@@ -54,15 +57,28 @@ int run_bench(const BenchOptions& options) {
   const auto plan_start = Clock::now();
   EngineOptions engine_options;
   engine_options.threads = options.threads;
-  Expected<std::shared_ptr<Engine>> engine = Engine::create(*graph, engine_options);
+  Expected<std::shared_ptr<Engine>> engine = Engine::create(std::move(*graph), engine_options);
   if (!engine.ok()) return report(engine.status());
   const double plan_ms = ms_since(plan_start);
 
   std::vector<Tensor> inputs;
   std::mt19937 rng(1);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (ValueId id : graph->inputs) {
-    Dims dims = graph->value(id).dims;
+  if (!options.input.empty()) {
+    if ((*engine)->graph().inputs.size() != 1) return report(Status::bad_argument("--input needs a model with one input"));
+    Expected<Tensor> given = read_npy(options.input);
+    if (!given.ok()) return report(given.status());
+    if (given->dims.empty() || given->dims[0] < options.batch) {
+      return report(Status::bad_argument(options.input + ": holds fewer than " + std::to_string(options.batch) + " images"));
+    }
+    const int64_t per_image = given->numel() / given->dims[0];
+    Dims dims = given->dims;
+    dims[0] = options.batch;
+    inputs.push_back(Tensor(dims, std::vector<float>(given->data.begin(), given->data.begin() + options.batch * per_image)));
+  }
+  for (ValueId id : (*engine)->graph().inputs) {
+    if (!inputs.empty()) break;
+    Dims dims = (*engine)->graph().value(id).dims;
     for (int64_t& d : dims) {
       if (d == kBatchDim) d = options.batch;
     }
@@ -76,6 +92,7 @@ int run_bench(const BenchOptions& options) {
   }
   std::vector<double> latencies;
   std::vector<double> step_ms;
+  std::vector<Tensor> last_outputs;
   const auto bench_start = Clock::now();
   while (options.iters > 0 ? static_cast<int>(latencies.size()) < options.iters
                            : ms_since(bench_start) < options.seconds * 1000.0 || latencies.size() < 3) {
@@ -83,6 +100,11 @@ int run_bench(const BenchOptions& options) {
     auto out = (*engine)->run(inputs, options.profile ? &step_ms : nullptr);
     latencies.push_back(ms_since(start));
     if (!out.ok()) return report(out.status());
+    last_outputs = std::move(out).value();
+  }
+  if (!options.output.empty()) {
+    Status written = write_npy(options.output, last_outputs.front());
+    if (!written.ok()) return report(written);
   }
   std::vector<double> sorted = latencies;
   std::sort(sorted.begin(), sorted.end());
@@ -150,6 +172,8 @@ Command add_bench_command(CLI::App& app) {
   sub->add_option("--seconds", options->seconds, "Time to spend on timed runs (default 5)")
       ->excludes(iters);
   sub->add_flag("--json", options->json, "Print the results as JSON");
+  sub->add_option("--input", options->input, "Run on the first --batch images of this .npy");
+  sub->add_option("--output", options->output, "Write the first output of the last run as .npy");
   sub->add_flag("--profile", options->profile, "Add a per-step time table");
   return [options] { return run_bench(*options); };
 }

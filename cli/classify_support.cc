@@ -46,7 +46,7 @@ Expected<Classifier> make_classifier(const ClassifierOptions& options) {
 
   EngineOptions engine_options;
   engine_options.threads = options.threads;
-  DENSERT_ASSIGN_OR_RETURN(classifier.engine, Engine::create(graph, engine_options));
+  DENSERT_ASSIGN_OR_RETURN(classifier.engine, Engine::create(std::move(graph), engine_options));
   return classifier;
 }
 

@@ -181,6 +181,7 @@ struct Engine::Plan {
   Status add_pool(Step& step, const Node& node, const std::vector<Dims>& dims);
   Status add_gemm(Step& step, const Node& node, dnnl::stream& stream);
   Status add_softmax(Step& step, const Node& node);
+  void release_primitive_constants();
 };
 
 namespace {
@@ -563,6 +564,23 @@ Status Engine::Plan::add_gemm(Step& step, const Node& node, dnnl::stream& stream
   return {};
 }
 
+void Engine::Plan::release_primitive_constants() {
+  // A constant that only primitives read lives on in their own weight memory; dims stay.
+  std::vector<bool> needed(graph.values.size(), false);
+  for (const Step& step : steps) {
+    if (step.kind == StepKind::kPrimitive) continue;
+    for (ValueId in : graph.nodes[step.node].inputs) {
+      if (in != kNoValue) needed[in] = true;
+    }
+  }
+  for (ValueId out : graph.outputs) needed[out] = true;
+  for (size_t v = 0; v < graph.values.size(); ++v) {
+    if (graph.values[v].is_constant() && !needed[v]) {
+      graph.values[v].constant = std::make_shared<const Tensor>(Tensor(graph.values[v].constant->dims, {}));
+    }
+  }
+}
+
 Status Engine::Plan::add_softmax(Step& step, const Node& node) {
   const int axis = static_cast<int>(node.attrs_as<AxisAttrs>().axis);
   dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference,
@@ -776,6 +794,7 @@ Status Engine::Plan::build(const EngineOptions& options) {
   } catch (const dnnl::error& e) {
     return Status::internal(std::string("oneDNN: ") + e.what());
   }
+  release_primitive_constants();
   DENSERT_LOG(kInfo) << "plan: " << steps.size() << " steps, arena " << summary.arena_bytes
                      << " bytes, " << graph.blocks.size() << " dense blocks, "
                      << summary.concat_bytes_copied << " bytes copied by Concat per image, "
@@ -783,10 +802,10 @@ Status Engine::Plan::build(const EngineOptions& options) {
   return {};
 }
 
-Expected<std::shared_ptr<Engine>> Engine::create(const Graph& graph, const EngineOptions& options) {
+Expected<std::shared_ptr<Engine>> Engine::create(Graph graph, const EngineOptions& options) {
   std::shared_ptr<Engine> engine(new Engine());
   engine->plan_ = std::make_unique<Plan>();
-  engine->plan_->graph = graph;
+  engine->plan_->graph = std::move(graph);
   DENSERT_RETURN_IF_ERROR(engine->plan_->build(options));
   return engine;
 }

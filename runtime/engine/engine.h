@@ -56,7 +56,10 @@ class ExecutionContext {
 
 class Engine {
  public:
-  static Expected<std::shared_ptr<Engine>> create(const Graph& graph, const EngineOptions& options = {});
+  // Builds the plan. Weights are copied into the kernels' layouts, and the engine drops its
+  // own reference to every constant only a oneDNN primitive reads: pass the graph by value
+  // (std::move) to let that memory go.
+  static Expected<std::shared_ptr<Engine>> create(Graph graph, const EngineOptions& options = {});
   ~Engine();
 
   // Runs on inputs in graph-input order; safe to call from several threads at once.
@@ -76,7 +79,9 @@ class Engine {
   Dims output_dims(size_t i, int64_t batch) const;
 
   const PlanSummary& summary() const;
-  const Graph& graph() const;  // the optimized graph
+  // The optimized graph. Constants that only oneDNN primitives read keep their dims but no
+  // data: the primitives hold the weights in their own layouts.
+  const Graph& graph() const;
 
   struct Plan;
 
