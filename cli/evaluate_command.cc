@@ -1,7 +1,5 @@
 // `densert evaluate`: accuracy of a classifier on a labelled set (IDX files as in MNIST, or
 // one folder per class), with throughput and the classes it confuses most.
-#include <zlib.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +8,7 @@
 
 #include "cli/classify_support.h"
 #include "cli/commands.h"
+#include "vision/idx.h"
 
 namespace densert::cli {
 namespace {
@@ -25,36 +24,6 @@ struct EvaluateOptions {
   int64_t batch = 64;
   int64_t limit = 0;
 };
-
-// An IDX file, gzip-compressed or not (zlib reads both).
-Expected<std::vector<unsigned char>> read_idx(const std::string& path, int expected_dims, std::vector<int64_t>* dims) {
-  gzFile file = gzopen(path.c_str(), "rb");
-  if (!file) return Status::bad_argument(path + ": cannot open IDX file");
-  std::vector<unsigned char> bytes;
-  unsigned char chunk[1 << 16];
-  int got;
-  while ((got = gzread(file, chunk, sizeof(chunk))) > 0) bytes.insert(bytes.end(), chunk, chunk + got);
-  const bool failed = got < 0;
-  gzclose(file);
-  if (failed) return Status::bad_argument(path + ": corrupt gzip data");
-  if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] != expected_dims) {
-    return Status::bad_argument(path + ": not an IDX file of unsigned bytes with " + std::to_string(expected_dims) + " dims");
-  }
-  size_t offset = 4;
-  int64_t count = 1;
-  dims->clear();
-  for (int d = 0; d < expected_dims; ++d) {
-    if (bytes.size() < offset + 4) return Status::bad_argument(path + ": truncated IDX header");
-    const int64_t size = (int64_t{bytes[offset]} << 24) | (bytes[offset + 1] << 16) | (bytes[offset + 2] << 8) | bytes[offset + 3];
-    dims->push_back(size);
-    count *= size;
-    offset += 4;
-  }
-  if (static_cast<int64_t>(bytes.size() - offset) < count) {
-    return Status::bad_argument(path + ": holds fewer values than its header says");
-  }
-  return std::vector<unsigned char>(bytes.begin() + static_cast<long>(offset), bytes.begin() + static_cast<long>(offset + count));
-}
 
 struct Sample {
   std::string name;
@@ -101,19 +70,19 @@ int run_evaluate(const EvaluateOptions& options) {
   } else {
     const std::string images_path = options.idx_images.empty() ? kFashionMnistImages : options.idx_images;
     const std::string labels_path = options.idx_labels.empty() ? kFashionMnistLabels : options.idx_labels;
-    Expected<std::vector<unsigned char>> images = read_idx(images_path, 3, &image_dims);
+    Expected<IdxArray> images = read_idx(images_path, 3);
     if (!images.ok()) return report(images.status());
-    std::vector<int64_t> label_dims;
-    Expected<std::vector<unsigned char>> labels = read_idx(labels_path, 1, &label_dims);
+    Expected<IdxArray> labels = read_idx(labels_path, 1);
     if (!labels.ok()) return report(labels.status());
-    if (label_dims[0] != image_dims[0]) {
+    image_dims = images->dims;
+    if (labels->dims[0] != image_dims[0]) {
       return report(Status::bad_argument("IDX files disagree: " + std::to_string(image_dims[0]) + " images, " +
-                                         std::to_string(label_dims[0]) + " labels"));
+                                         std::to_string(labels->dims[0]) + " labels"));
     }
-    pixels = std::move(images).value();
+    pixels = std::move(images->values);
     const int64_t plane = image_dims[1] * image_dims[2];
     for (int64_t i = 0; i < image_dims[0]; ++i) {
-      samples.push_back({images_path + "#" + std::to_string(i), (*labels)[i], pixels.data() + i * plane});
+      samples.push_back({images_path + "#" + std::to_string(i), labels->values[i], pixels.data() + i * plane});
     }
   }
   if (options.limit > 0 && static_cast<int64_t>(samples.size()) > options.limit) samples.resize(options.limit);

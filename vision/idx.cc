@@ -1,0 +1,42 @@
+// IDX: a big-endian header (magic 0x00000800 | rank, then one 32-bit size per dim) and the
+// values; zlib reads plain and gzip-compressed files alike.
+#include "vision/idx.h"
+
+#include <zlib.h>
+
+namespace densert {
+
+Expected<IdxArray> read_idx(const std::string& path, int rank) {
+  gzFile file = gzopen(path.c_str(), "rb");
+  if (!file) return Status::bad_argument(path + ": cannot open IDX file");
+  std::vector<unsigned char> bytes;
+  std::vector<unsigned char> chunk(1 << 16);
+  int got;
+  while ((got = gzread(file, chunk.data(), static_cast<unsigned>(chunk.size()))) > 0) {
+    bytes.insert(bytes.end(), chunk.begin(), chunk.begin() + got);
+  }
+  const bool failed = got < 0;
+  gzclose(file);
+  if (failed) return Status::bad_argument(path + ": corrupt gzip data");
+  if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] != rank) {
+    return Status::bad_argument(path + ": not an IDX file of unsigned bytes with " + std::to_string(rank) + " dims");
+  }
+  IdxArray array;
+  size_t offset = 4;
+  int64_t count = 1;
+  for (int d = 0; d < rank; ++d) {
+    if (bytes.size() < offset + 4) return Status::bad_argument(path + ": truncated IDX header");
+    const int64_t size = (int64_t{bytes[offset]} << 24) | (int64_t{bytes[offset + 1]} << 16) |
+                         (int64_t{bytes[offset + 2]} << 8) | int64_t{bytes[offset + 3]};
+    array.dims.push_back(size);
+    count *= size;
+    offset += 4;
+  }
+  if (static_cast<int64_t>(bytes.size() - offset) < count) {
+    return Status::bad_argument(path + ": holds fewer values than its header says");
+  }
+  array.values.assign(bytes.begin() + static_cast<long>(offset), bytes.begin() + static_cast<long>(offset + count));
+  return array;
+}
+
+}  // namespace densert
