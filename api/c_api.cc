@@ -35,11 +35,16 @@ thread_local std::string last_error;
 
 densert_status to_c(const densert::Status& status) {
   switch (status.kind()) {
-    case densert::ErrorKind::kOk: return DENSERT_OK;
-    case densert::ErrorKind::kInvalidModel: return DENSERT_INVALID_MODEL;
-    case densert::ErrorKind::kUnsupported: return DENSERT_UNSUPPORTED;
-    case densert::ErrorKind::kBadArgument: return DENSERT_BAD_ARGUMENT;
-    case densert::ErrorKind::kInternal: return DENSERT_INTERNAL_ERROR;
+    case densert::ErrorKind::kOk:
+      return DENSERT_OK;
+    case densert::ErrorKind::kInvalidModel:
+      return DENSERT_INVALID_MODEL;
+    case densert::ErrorKind::kUnsupported:
+      return DENSERT_UNSUPPORTED;
+    case densert::ErrorKind::kBadArgument:
+      return DENSERT_BAD_ARGUMENT;
+    case densert::ErrorKind::kInternal:
+      return DENSERT_INTERNAL_ERROR;
   }
   return DENSERT_INTERNAL_ERROR;
 }
@@ -85,11 +90,13 @@ densert_status finish_load(densert::Expected<densert::Graph> graph, const denser
     model->output_dims.push_back(graph->value(id).dims);
   }
   for (const densert::Dims& dims : model->input_dims) {
-    if (dims.size() > DENSERT_MAX_DIMS) return fail(densert::Status::unsupported("input rank exceeds DENSERT_MAX_DIMS"));
+    if (dims.size() > DENSERT_MAX_DIMS)
+      return fail(densert::Status::unsupported("input rank exceeds DENSERT_MAX_DIMS"));
   }
   auto labels = densert::labels_from_metadata(graph->metadata);
   if (labels.ok()) model->labels = *labels;
-  model->preprocessing = densert::preprocessing_from_metadata(graph->metadata, model->input_dims[0]);
+  model->preprocessing =
+      densert::preprocessing_from_metadata(graph->metadata, model->input_dims[0]);
   model->max_batch = options->max_batch;
   auto engine = densert::Engine::create(std::move(*graph), engine_options);
   if (!engine.ok()) return fail(engine.status());
@@ -98,18 +105,21 @@ densert_status finish_load(densert::Expected<densert::Graph> graph, const denser
   return DENSERT_OK;
 }
 
-densert_status tensor_info(const std::vector<std::string>& names, const std::vector<densert::Dims>& dims,
-                           size_t index, densert_tensor_info* info, const char* function) {
+densert_status tensor_info(const std::vector<std::string>& names,
+                           const std::vector<densert::Dims>& dims, size_t index,
+                           densert_tensor_info* info, const char* function) {
   if (!info) return bad_argument(function, "info is null");
   if (index >= names.size()) {
     return bad_argument(function, "index " + std::to_string(index) + " is out of range (" +
                                       std::to_string(names.size()) + " tensors)");
   }
-  if (dims[index].size() > DENSERT_MAX_DIMS) return bad_argument(function, "rank exceeds DENSERT_MAX_DIMS");
+  if (dims[index].size() > DENSERT_MAX_DIMS)
+    return bad_argument(function, "rank exceeds DENSERT_MAX_DIMS");
   info->name = names[index].c_str();
   info->element_type = DENSERT_FLOAT32;
   info->rank = static_cast<int>(dims[index].size());
-  for (size_t d = 0; d < dims[index].size(); ++d) info->dims[d] = dims[index][d];
+  for (size_t d = 0; d < dims[index].size(); ++d)
+    info->dims[d] = dims[index][d];
   return DENSERT_OK;
 }
 
@@ -117,9 +127,13 @@ densert_status tensor_info(const std::vector<std::string>& names, const std::vec
 
 extern "C" {
 
-const char* densert_version(void) { return DENSERT_VERSION; }
+const char* densert_version(void) {
+  return DENSERT_VERSION;
+}
 
-const char* densert_last_error(void) { return last_error.c_str(); }
+const char* densert_last_error(void) {
+  return last_error.c_str();
+}
 
 densert_status densert_options_create(densert_options** options) {
   const char* fn = __func__;
@@ -130,19 +144,24 @@ densert_status densert_options_create(densert_options** options) {
   });
 }
 
-void densert_options_destroy(densert_options* options) { delete options; }
+void densert_options_destroy(densert_options* options) {
+  delete options;
+}
 
 densert_status densert_options_set_threads(densert_options* options, int threads) {
   if (!options) return bad_argument(__func__, "options is null");
-  if (threads < 0) return bad_argument(__func__, "threads " + std::to_string(threads) + " is negative");
+  if (threads < 0)
+    return bad_argument(__func__, "threads " + std::to_string(threads) + " is negative");
   options->threads = threads;
   return DENSERT_OK;
 }
 
-densert_status densert_options_set_precision(densert_options* options, densert_precision precision) {
+densert_status densert_options_set_precision(densert_options* options,
+                                             densert_precision precision) {
   if (!options) return bad_argument(__func__, "options is null");
   if (precision != DENSERT_PRECISION_F32) {
-    return fail(densert::Status::unsupported("precision " + std::to_string(precision) + " is not available; use f32"));
+    return fail(densert::Status::unsupported("precision " + std::to_string(precision) +
+                                             " is not available; use f32"));
   }
   options->precision = precision;
   return DENSERT_OK;
@@ -155,7 +174,8 @@ densert_status densert_options_set_max_batch(densert_options* options, int64_t m
   return DENSERT_OK;
 }
 
-densert_status densert_model_load_file(const char* path, const densert_options* options, densert_model** model) {
+densert_status densert_model_load_file(const char* path, const densert_options* options,
+                                       densert_model** model) {
   const char* fn = __func__;
   return guarded([&] {
     if (!path || !model) return bad_argument(fn, "path and model must not be null");
@@ -164,8 +184,8 @@ densert_status densert_model_load_file(const char* path, const densert_options* 
   });
 }
 
-densert_status densert_model_load_memory(const void* data, size_t size, const densert_options* options,
-                                         densert_model** model) {
+densert_status densert_model_load_memory(const void* data, size_t size,
+                                         const densert_options* options, densert_model** model) {
   const char* fn = __func__;
   return guarded([&] {
     if (!model) return bad_argument(fn, "model is null");
@@ -175,18 +195,26 @@ densert_status densert_model_load_memory(const void* data, size_t size, const de
   });
 }
 
-void densert_model_destroy(densert_model* model) { delete model; }
+void densert_model_destroy(densert_model* model) {
+  delete model;
+}
 
-size_t densert_model_input_count(const densert_model* model) { return model ? model->input_names.size() : 0; }
+size_t densert_model_input_count(const densert_model* model) {
+  return model ? model->input_names.size() : 0;
+}
 
-size_t densert_model_output_count(const densert_model* model) { return model ? model->output_names.size() : 0; }
+size_t densert_model_output_count(const densert_model* model) {
+  return model ? model->output_names.size() : 0;
+}
 
-densert_status densert_model_input_info(const densert_model* model, size_t index, densert_tensor_info* info) {
+densert_status densert_model_input_info(const densert_model* model, size_t index,
+                                        densert_tensor_info* info) {
   if (!model) return bad_argument(__func__, "model is null");
   return tensor_info(model->input_names, model->input_dims, index, info, __func__);
 }
 
-densert_status densert_model_output_info(const densert_model* model, size_t index, densert_tensor_info* info) {
+densert_status densert_model_output_info(const densert_model* model, size_t index,
+                                         densert_tensor_info* info) {
   if (!model) return bad_argument(__func__, "model is null");
   return tensor_info(model->output_names, model->output_dims, index, info, __func__);
 }
@@ -211,7 +239,9 @@ densert_status densert_context_create(const densert_model* model, densert_contex
   });
 }
 
-void densert_context_destroy(densert_context* context) { delete context; }
+void densert_context_destroy(densert_context* context) {
+  delete context;
+}
 
 densert_status densert_run(densert_context* context, int64_t batch, const float* const* inputs,
                            size_t input_count, float* const* outputs, size_t output_count) {
@@ -220,35 +250,37 @@ densert_status densert_run(densert_context* context, int64_t batch, const float*
     if (!context) return bad_argument(fn, "context is null");
     const densert_model* model = context->model;
     if (input_count != model->input_names.size() || output_count != model->output_names.size()) {
-      return bad_argument(fn, "model takes " + std::to_string(model->input_names.size()) + " inputs and " +
-                                        std::to_string(model->output_names.size()) + " outputs, " +
-                                        std::to_string(input_count) + " and " + std::to_string(output_count) +
-                                        " given");
+      return bad_argument(fn, "model takes " + std::to_string(model->input_names.size()) +
+                                  " inputs and " + std::to_string(model->output_names.size()) +
+                                  " outputs, " + std::to_string(input_count) + " and " +
+                                  std::to_string(output_count) + " given");
     }
     if (model->max_batch > 0 && batch > model->max_batch) {
       return bad_argument(fn, "batch " + std::to_string(batch) + " exceeds the maximum batch " +
-                                        std::to_string(model->max_batch));
+                                  std::to_string(model->max_batch));
     }
     const densert::Status status = model->engine->run(*context->context, batch, inputs, outputs);
     return status.ok() ? DENSERT_OK : fail(status);
   });
 }
 
-densert_status densert_load_image(const densert_model* model, const char* path, float* input, size_t capacity) {
+densert_status densert_load_image(const densert_model* model, const char* path, float* input,
+                                  size_t capacity) {
   const char* fn = __func__;
   return guarded([&] {
-    if (!model || !path || !input) return bad_argument(fn, "model, path and input must not be null");
+    if (!model || !path || !input)
+      return bad_argument(fn, "model, path and input must not be null");
     if (!model->preprocessing.ok()) return fail(model->preprocessing.status());
     auto image = densert::load_image(path, *model->preprocessing);
     if (!image.ok()) return fail(image.status());
     const size_t needed = static_cast<size_t>(model->engine->input_elements_per_image(0));
     if (image->data.size() != needed) {
       return bad_argument(fn, "preprocessing gives " + std::to_string(image->data.size()) +
-                                        " values, the model's input takes " + std::to_string(needed));
+                                  " values, the model's input takes " + std::to_string(needed));
     }
     if (capacity < needed) {
       return bad_argument(fn, "buffer holds " + std::to_string(capacity) + " floats, " +
-                                        std::to_string(needed) + " needed");
+                                  std::to_string(needed) + " needed");
     }
     std::copy(image->data.begin(), image->data.end(), input);
     return DENSERT_OK;

@@ -19,13 +19,15 @@ Tensor random_input(Dims dims, int64_t batch) {
   Tensor t(dims);
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
-  for (float& v : t.data) v = normal(rng);
+  for (float& v : t.data)
+    v = normal(rng);
   return t;
 }
 
 double plan_flops(const Engine& engine) {
   double flops = 0.0;
-  for (const StepInfo& step : engine.summary().steps) flops += step.flops;
+  for (const StepInfo& step : engine.summary().steps)
+    flops += step.flops;
   return flops;
 }
 
@@ -41,7 +43,8 @@ void run_engine(benchmark::State& state, const Engine& engine, const Tensor& inp
   }
   state.counters["FLOP/s"] = benchmark::Counter(plan_flops(engine) * static_cast<double>(batch),
                                                 benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["images/s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["images/s"] =
+      benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["arena_bytes"] = static_cast<double>(engine.summary().arena_bytes);
 }
 
@@ -55,7 +58,8 @@ void bench_model(benchmark::State& state, const std::string& path) {
     if (!created.ok()) return state.SkipWithError(created.status().to_string().c_str());
     engine = *created;
   }
-  run_engine(state, *engine, random_input(engine->graph().value(engine->graph().inputs[0]).dims, state.range(0)));
+  run_engine(state, *engine,
+             random_input(engine->graph().value(engine->graph().inputs[0]).dims, state.range(0)));
 }
 
 // Helpers that build DenseNet pieces with random weights.
@@ -67,7 +71,8 @@ struct Builder {
   ValueId constant(Dims dims, float lo, float hi) {
     Tensor t(dims);
     std::uniform_real_distribution<float> dist(lo, hi);
-    for (float& v : t.data) v = dist(rng);
+    for (float& v : t.data)
+      v = dist(rng);
     return graph.add_constant("c" + std::to_string(next++), std::move(t));
   }
   ValueId node(OpType op, std::vector<ValueId> inputs, Attributes attrs, Dims out) {
@@ -78,8 +83,9 @@ struct Builder {
   ValueId bn_relu(ValueId x) {
     Dims d = graph.value(x).dims;
     const int64_t c = d[1];
-    const ValueId y = node(OpType::kBatchNorm, {x, constant({c}, 0.5f, 1.5f), constant({c}, -0.1f, 0.1f),
-                                                constant({c}, -0.1f, 0.1f), constant({c}, 0.5f, 1.5f)},
+    const ValueId y = node(OpType::kBatchNorm,
+                           {x, constant({c}, 0.5f, 1.5f), constant({c}, -0.1f, 0.1f),
+                            constant({c}, -0.1f, 0.1f), constant({c}, 0.5f, 1.5f)},
                            BatchNormAttrs{}, d);
     return node(OpType::kRelu, {y}, {}, d);
   }
@@ -105,7 +111,8 @@ void bench_dense_layer(benchmark::State& state) {
   // A ReLU gives the block's first segment a producer that can write into the buffer.
   const ValueId stem = b.node(OpType::kRelu, {x0}, {}, {kBatchDim, channels - 32, size, size});
   const ValueId y = b.conv(b.bn_relu(b.conv(b.bn_relu(stem), 128, 1, 1)), 32, 3, 1);
-  const ValueId joined = b.node(OpType::kConcat, {stem, y}, AxisAttrs{1}, {kBatchDim, channels, size, size});
+  const ValueId joined =
+      b.node(OpType::kConcat, {stem, y}, AxisAttrs{1}, {kBatchDim, channels, size, size});
   b.graph.outputs = {joined};
   auto engine = Engine::create(b.graph);
   if (!engine.ok()) return state.SkipWithError(engine.status().to_string().c_str());
@@ -122,7 +129,8 @@ void bench_transition(benchmark::State& state) {
   PoolAttrs pool;
   pool.window.kernel = {2, 2};
   pool.window.strides = {2, 2};
-  b.graph.outputs = {b.node(OpType::kAveragePool, {c}, pool, {kBatchDim, channels / 2, size / 2, size / 2})};
+  b.graph.outputs = {
+      b.node(OpType::kAveragePool, {c}, pool, {kBatchDim, channels / 2, size / 2, size / 2})};
   auto engine = Engine::create(b.graph);
   if (!engine.ok()) return state.SkipWithError(engine.status().to_string().c_str());
   run_engine(state, **engine, random_input({kBatchDim, channels, size, size}, 1));
@@ -152,22 +160,34 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--fixtures") == 0) {
       fixtures = argv[i + 1];
-      for (int j = i; j + 2 < argc + 1; ++j) argv[j] = argv[j + 2];
+      for (int j = i; j + 2 < argc + 1; ++j)
+        argv[j] = argv[j + 2];
       argc -= 2;
       break;
     }
   }
   benchmark::Initialize(&argc, argv);
   BENCHMARK(densert::bench_stem)->Unit(benchmark::kMillisecond);
-  BENCHMARK(densert::bench_dense_layer)->Args({128, 56})->Args({256, 28})->Args({512, 14})->Args({1024, 7})
+  BENCHMARK(densert::bench_dense_layer)
+      ->Args({128, 56})
+      ->Args({256, 28})
+      ->Args({512, 14})
+      ->Args({1024, 7})
       ->Unit(benchmark::kMillisecond);
-  BENCHMARK(densert::bench_transition)->Args({256, 56})->Args({512, 28})->Args({1024, 14})->Unit(benchmark::kMillisecond);
-  for (const char* name : {"densenet121_op13", "densenet169_op13", "densenet201_op13", "densenet161_op13",
-                           "densenet_bc_cifar", "densenet_chained"}) {
+  BENCHMARK(densert::bench_transition)
+      ->Args({256, 56})
+      ->Args({512, 28})
+      ->Args({1024, 14})
+      ->Unit(benchmark::kMillisecond);
+  for (const char* name : {"densenet121_op13", "densenet169_op13", "densenet201_op13",
+                           "densenet161_op13", "densenet_bc_cifar", "densenet_chained"}) {
     const std::string path = fixtures + "/" + name + ".onnx";
     if (!std::filesystem::exists(path)) continue;
     benchmark::RegisterBenchmark((std::string("model/") + name).c_str(), densert::bench_model, path)
-        ->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Arg(1)
+        ->Arg(8)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

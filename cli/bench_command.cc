@@ -65,16 +65,20 @@ int run_bench(const BenchOptions& options) {
   std::mt19937 rng(1);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   if (!options.input.empty()) {
-    if ((*engine)->graph().inputs.size() != 1) return report(Status::bad_argument("--input needs a model with one input"));
+    if ((*engine)->graph().inputs.size() != 1)
+      return report(Status::bad_argument("--input needs a model with one input"));
     Expected<Tensor> given = read_npy(options.input);
     if (!given.ok()) return report(given.status());
     if (given->dims.empty() || given->dims[0] < options.batch) {
-      return report(Status::bad_argument(options.input + ": holds fewer than " + std::to_string(options.batch) + " images"));
+      return report(Status::bad_argument(options.input + ": holds fewer than " +
+                                         std::to_string(options.batch) + " images"));
     }
     const int64_t per_image = given->numel() / given->dims[0];
     Dims dims = given->dims;
     dims[0] = options.batch;
-    inputs.push_back(Tensor(dims, std::vector<float>(given->data.begin(), given->data.begin() + options.batch * per_image)));
+    inputs.push_back(Tensor(
+        dims,
+        std::vector<float>(given->data.begin(), given->data.begin() + options.batch * per_image)));
   }
   for (ValueId id : (*engine)->graph().inputs) {
     if (!inputs.empty()) break;
@@ -83,7 +87,8 @@ int run_bench(const BenchOptions& options) {
       if (d == kBatchDim) d = options.batch;
     }
     Tensor t(dims);
-    for (float& v : t.data) v = normal(rng);
+    for (float& v : t.data)
+      v = normal(rng);
     inputs.push_back(std::move(t));
   }
   for (int i = 0; i < options.warmup; ++i) {
@@ -94,8 +99,9 @@ int run_bench(const BenchOptions& options) {
   std::vector<double> step_ms;
   std::vector<Tensor> last_outputs;
   const auto bench_start = Clock::now();
-  while (options.iters > 0 ? static_cast<int>(latencies.size()) < options.iters
-                           : ms_since(bench_start) < options.seconds * 1000.0 || latencies.size() < 3) {
+  while (options.iters > 0
+             ? static_cast<int>(latencies.size()) < options.iters
+             : ms_since(bench_start) < options.seconds * 1000.0 || latencies.size() < 3) {
     const auto start = Clock::now();
     auto out = (*engine)->run(inputs, options.profile ? &step_ms : nullptr);
     latencies.push_back(ms_since(start));
@@ -116,8 +122,11 @@ int run_bench(const BenchOptions& options) {
       {"threads", summary.threads},
       {"iterations", latencies.size()},
       {"latency_ms",
-       {{"min", sorted.front()}, {"p50", p50}, {"p90", percentile(sorted, 0.9)},
-        {"p99", percentile(sorted, 0.99)}, {"max", sorted.back()}}},
+       {{"min", sorted.front()},
+        {"p50", p50},
+        {"p90", percentile(sorted, 0.9)},
+        {"p99", percentile(sorted, 0.99)},
+        {"max", sorted.back()}}},
       {"throughput_images_per_s", 1000.0 * static_cast<double>(options.batch) / p50},
       {"load_ms", load_ms},
       {"plan_ms", plan_ms},
@@ -130,8 +139,8 @@ int run_bench(const BenchOptions& options) {
     std::printf("model       %s\nbatch       %lld\nthreads     %d\niterations  %zu\n",
                 options.model.c_str(), static_cast<long long>(options.batch), summary.threads,
                 latencies.size());
-    std::printf("latency ms  min %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n", sorted.front(), p50,
-                percentile(sorted, 0.9), percentile(sorted, 0.99), sorted.back());
+    std::printf("latency ms  min %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n", sorted.front(),
+                p50, percentile(sorted, 0.9), percentile(sorted, 0.99), sorted.back());
     std::printf("throughput  %.1f images/s\n", 1000.0 * static_cast<double>(options.batch) / p50);
     std::printf("load        %.1f ms\nplan        %.1f ms\n", load_ms, plan_ms);
     std::printf("peak RSS    %.1f MiB\narena       %.2f MiB\n", peak_rss_bytes() / 1048576.0,
@@ -143,16 +152,17 @@ int run_bench(const BenchOptions& options) {
     const double total = std::accumulate(step_ms.begin(), step_ms.end(), 0.0);
     std::vector<size_t> order(step_ms.size());
     std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return step_ms[a] > step_ms[b]; });
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t b) { return step_ms[a] > step_ms[b]; });
     std::printf("\n%-52s %-20s %-26s %8s %7s %9s %8s\n", "node", "op", "implementation", "ms",
                 "share", "MFLOP", "GFLOP/s");
     for (size_t s : order) {
       const StepInfo& info = summary.steps[s];
       const double ms = step_ms[s] / runs;
       const double mflop = info.flops * static_cast<double>(options.batch) / 1e6;
-      std::printf("%-52.52s %-20s %-26s %8.3f %6.1f%% %9.1f %8.1f\n", info.node.c_str(), info.op.c_str(),
-                  info.implementation.c_str(), ms, total > 0 ? 100.0 * step_ms[s] / total : 0.0, mflop,
-                  ms > 0 ? mflop / ms : 0.0);
+      std::printf("%-52.52s %-20s %-26s %8.3f %6.1f%% %9.1f %8.1f\n", info.node.c_str(),
+                  info.op.c_str(), info.implementation.c_str(), ms,
+                  total > 0 ? 100.0 * step_ms[s] / total : 0.0, mflop, ms > 0 ? mflop / ms : 0.0);
     }
   }
   return kExitOk;
@@ -168,7 +178,8 @@ Command add_bench_command(CLI::App& app) {
   sub->add_option("--threads", options->threads, "Threads (default: physical cores)")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--warmup", options->warmup, "Untimed runs first")->check(CLI::NonNegativeNumber);
-  auto* iters = sub->add_option("--iters", options->iters, "Timed runs")->check(CLI::PositiveNumber);
+  auto* iters =
+      sub->add_option("--iters", options->iters, "Timed runs")->check(CLI::PositiveNumber);
   sub->add_option("--seconds", options->seconds, "Time to spend on timed runs (default 5)")
       ->excludes(iters);
   sub->add_flag("--json", options->json, "Print the results as JSON");

@@ -27,13 +27,15 @@ bool has_image_extension(const std::filesystem::path& path) {
   static const std::set<std::string> kExtensions = {".jpg", ".jpeg", ".png", ".bmp", ".webp",
                                                     ".tif", ".tiff", ".pgm", ".ppm"};
   std::string ext = path.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return kExtensions.count(ext) > 0;
 }
 
 // Files named on the command line are taken as they are; folders contribute their image
 // files, sorted, descending into subfolders with --recursive.
-std::vector<std::string> collect_files(const ClassifyOptions& options, std::vector<std::string>* errors) {
+std::vector<std::string> collect_files(const ClassifyOptions& options,
+                                       std::vector<std::string>* errors) {
   std::vector<std::string> files;
   for (const std::string& path : options.paths) {
     std::error_code error;
@@ -43,12 +45,15 @@ std::vector<std::string> collect_files(const ClassifyOptions& options, std::vect
     }
     std::vector<std::string> found;
     const auto visit = [&](const std::filesystem::directory_entry& entry) {
-      if (entry.is_regular_file(error) && has_image_extension(entry.path())) found.push_back(entry.path().string());
+      if (entry.is_regular_file(error) && has_image_extension(entry.path()))
+        found.push_back(entry.path().string());
     };
     if (options.recursive) {
-      for (const auto& entry : std::filesystem::recursive_directory_iterator(path, error)) visit(entry);
+      for (const auto& entry : std::filesystem::recursive_directory_iterator(path, error))
+        visit(entry);
     } else {
-      for (const auto& entry : std::filesystem::directory_iterator(path, error)) visit(entry);
+      for (const auto& entry : std::filesystem::directory_iterator(path, error))
+        visit(entry);
     }
     if (error) errors->push_back(path + ": " + error.message());
     std::sort(found.begin(), found.end());
@@ -60,8 +65,8 @@ std::vector<std::string> collect_files(const ClassifyOptions& options, std::vect
 void show_progress(size_t done, size_t total) {
   const int width = 30;
   const int filled = static_cast<int>(width * done / std::max<size_t>(total, 1));
-  std::fprintf(stderr, "\r[%.*s%*s] %zu/%zu", filled, "==============================", width - filled, "",
-               done, total);
+  std::fprintf(stderr, "\r[%.*s%*s] %zu/%zu", filled,
+               "==============================", width - filled, "", done, total);
   if (done == total) std::fprintf(stderr, "\n");
   std::fflush(stderr);
 }
@@ -71,14 +76,16 @@ int run_classify(const ClassifyOptions& options) {
   if (!classifier.ok()) return report(classifier.status());
   std::vector<std::string> errors;
   const std::vector<std::string> files = collect_files(options, &errors);
-  for (const std::string& error : errors) std::fprintf(stderr, "densert: %s\n", error.c_str());
+  for (const std::string& error : errors)
+    std::fprintf(stderr, "densert: %s\n", error.c_str());
   if (files.empty()) {
     std::fprintf(stderr, "densert: no images found\n");
     return kExitInput;
   }
   const bool progress = files.size() >= 50 && isatty(STDERR_FILENO) && !options.json;
   size_t width = 0;
-  for (const std::string& f : files) width = std::max(width, f.size());
+  for (const std::string& f : files)
+    width = std::max(width, f.size());
 
   int failed = static_cast<int>(errors.size());
   size_t done = 0;
@@ -107,13 +114,15 @@ int run_classify(const ClassifyOptions& options) {
       if (options.json) {
         nlohmann::json record = {{"path", names[i]}, {"top", nlohmann::json::array()}};
         for (const auto& [index, p] : top) {
-          record["top"].push_back({{"label", classifier->label(index)}, {"index", index}, {"probability", p}});
+          record["top"].push_back(
+              {{"label", classifier->label(index)}, {"index", index}, {"probability", p}});
         }
         std::printf("%s\n", record.dump().c_str());
       } else {
         if (progress) std::fprintf(stderr, "\r%*s\r", 50, "");
         std::printf("%-*s", static_cast<int>(width), names[i].c_str());
-        for (const auto& [index, p] : top) std::printf("  %s %.3f", classifier->label(index).c_str(), p);
+        for (const auto& [index, p] : top)
+          std::printf("  %s %.3f", classifier->label(index).c_str(), p);
         std::printf("\n");
       }
     }
@@ -131,13 +140,16 @@ int run_classify(const ClassifyOptions& options) {
 }  // namespace
 
 void add_classifier_options(CLI::App* sub, ClassifierOptions& options) {
-  sub->add_option("--model,-m", options.model, "ONNX model (default: the built-in Fashion-MNIST DenseNet)");
-  sub->add_option("--labels", options.labels_file, "Class names, one per line (default: from the model)");
+  sub->add_option("--model,-m", options.model,
+                  "ONNX model (default: the built-in Fashion-MNIST DenseNet)");
+  sub->add_option("--labels", options.labels_file,
+                  "Class names, one per line (default: from the model)");
   sub->add_option("--preset", options.preset, "Preprocessing preset: imagenet or caffe")
       ->check(CLI::IsMember({"imagenet", "caffe"}));
   sub->add_option("--preprocess", options.preprocess_json,
                   "Preprocessing as JSON, overriding the model's (see README)");
-  sub->add_option("--threads", options.threads, "Threads (default: physical cores)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--threads", options.threads, "Threads (default: physical cores)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 Command add_classify_command(CLI::App& app) {
@@ -146,8 +158,10 @@ Command add_classify_command(CLI::App& app) {
   sub->add_option("images", options->paths, "Image files or folders")->required();
   add_classifier_options(sub, options->classifier);
   sub->add_flag("--recursive,-r", options->recursive, "Descend into subfolders");
-  sub->add_option("--top,-k", options->top, "Classes to show per image (default 5)")->check(CLI::PositiveNumber);
-  sub->add_option("--batch", options->batch, "Images per engine run (default 1)")->check(CLI::PositiveNumber);
+  sub->add_option("--top,-k", options->top, "Classes to show per image (default 5)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--batch", options->batch, "Images per engine run (default 1)")
+      ->check(CLI::PositiveNumber);
   sub->add_flag("--json", options->json, "One JSON object per image");
   return [options] { return run_classify(*options); };
 }

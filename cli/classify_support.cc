@@ -22,14 +22,18 @@ Expected<Classifier> make_classifier(const ClassifierOptions& options) {
   }
   Classifier classifier;
   if (!options.preprocess_json.empty()) {
-    DENSERT_ASSIGN_OR_RETURN(classifier.preprocessing, parse_preprocessing(options.preprocess_json, input_dims));
+    DENSERT_ASSIGN_OR_RETURN(classifier.preprocessing,
+                             parse_preprocessing(options.preprocess_json, input_dims));
   } else if (!options.preset.empty()) {
-    DENSERT_ASSIGN_OR_RETURN(classifier.preprocessing, preset_preprocessing(options.preset, input_dims));
+    DENSERT_ASSIGN_OR_RETURN(classifier.preprocessing,
+                             preset_preprocessing(options.preset, input_dims));
   } else {
-    DENSERT_ASSIGN_OR_RETURN(classifier.preprocessing, preprocessing_from_metadata(graph.metadata, input_dims));
+    DENSERT_ASSIGN_OR_RETURN(classifier.preprocessing,
+                             preprocessing_from_metadata(graph.metadata, input_dims));
   }
   const int64_t model_channels = input_dims[1];
-  const int64_t preprocess_channels = classifier.preprocessing.color == Preprocessing::Color::kGray ? 1 : 3;
+  const int64_t preprocess_channels =
+      classifier.preprocessing.color == Preprocessing::Color::kGray ? 1 : 3;
   if (model_channels != preprocess_channels) {
     return Status::bad_argument("preprocessing produces " + std::to_string(preprocess_channels) +
                                 " channels, the model takes " + std::to_string(model_channels));
@@ -50,12 +54,14 @@ Expected<Classifier> make_classifier(const ClassifierOptions& options) {
   return classifier;
 }
 
-std::vector<std::vector<float>> class_probabilities(const Classifier& classifier, const Tensor& output) {
+std::vector<std::vector<float>> class_probabilities(const Classifier& classifier,
+                                                    const Tensor& output) {
   const int64_t images = output.dims[0];
   const int64_t classes = output.numel() / std::max<int64_t>(images, 1);
   std::vector<std::vector<float>> result;
   for (int64_t i = 0; i < images; ++i) {
-    std::vector<float> row(output.data.begin() + i * classes, output.data.begin() + (i + 1) * classes);
+    std::vector<float> row(output.data.begin() + i * classes,
+                           output.data.begin() + (i + 1) * classes);
     if (!classifier.outputs_probabilities) {
       const float max_logit = *std::max_element(row.begin(), row.end());
       double sum = 0.0;
@@ -63,7 +69,8 @@ std::vector<std::vector<float>> class_probabilities(const Classifier& classifier
         v = std::exp(v - max_logit);
         sum += v;
       }
-      for (float& v : row) v = static_cast<float>(v / sum);
+      for (float& v : row)
+        v = static_cast<float>(v / sum);
     }
     result.push_back(std::move(row));
   }
@@ -77,7 +84,8 @@ std::vector<std::pair<int64_t, float>> top_k(const std::vector<float>& probabili
   std::partial_sort(order.begin(), order.begin() + k, order.end(),
                     [&](int64_t a, int64_t b) { return probabilities[a] > probabilities[b]; });
   std::vector<std::pair<int64_t, float>> top;
-  for (int64_t i = 0; i < k; ++i) top.emplace_back(order[i], probabilities[order[i]]);
+  for (int64_t i = 0; i < k; ++i)
+    top.emplace_back(order[i], probabilities[order[i]]);
   return top;
 }
 
@@ -87,7 +95,8 @@ Tensor stack_images(const std::vector<Tensor>& images) {
   Tensor batch(dims);
   const int64_t each = images.front().numel();
   for (size_t i = 0; i < images.size(); ++i) {
-    std::copy(images[i].data.begin(), images[i].data.end(), batch.data.begin() + static_cast<int64_t>(i) * each);
+    std::copy(images[i].data.begin(), images[i].data.end(),
+              batch.data.begin() + static_cast<int64_t>(i) * each);
   }
   return batch;
 }

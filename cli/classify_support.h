@@ -28,7 +28,8 @@ struct Classifier {
   int64_t classes = 0;
 
   std::string label(int64_t index) const {
-    return index < static_cast<int64_t>(labels.size()) ? labels[index] : "class " + std::to_string(index);
+    return index < static_cast<int64_t>(labels.size()) ? labels[index]
+                                                       : "class " + std::to_string(index);
   }
 };
 
@@ -36,7 +37,8 @@ Expected<Classifier> make_classifier(const ClassifierOptions& options);
 
 // Per image of a [N, classes] output: every class probability (softmax unless the model
 // already outputs probabilities).
-std::vector<std::vector<float>> class_probabilities(const Classifier& classifier, const Tensor& output);
+std::vector<std::vector<float>> class_probabilities(const Classifier& classifier,
+                                                    const Tensor& output);
 
 // The k most probable classes, best first.
 std::vector<std::pair<int64_t, float>> top_k(const std::vector<float>& probabilities, int64_t k);

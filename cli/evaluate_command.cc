@@ -13,8 +13,10 @@
 namespace densert::cli {
 namespace {
 
-constexpr const char* kFashionMnistImages = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
-constexpr const char* kFashionMnistLabels = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz";
+constexpr const char* kFashionMnistImages =
+    "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+constexpr const char* kFashionMnistLabels =
+    "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz";
 
 struct EvaluateOptions {
   ClassifierOptions classifier;
@@ -42,7 +44,8 @@ int run_evaluate(const EvaluateOptions& options) {
   if (!options.folder.empty()) {
     // One folder per class, named after the class label (or its index).
     std::map<std::string, int64_t> by_name;
-    for (size_t i = 0; i < classifier->labels.size(); ++i) by_name[classifier->labels[i]] = static_cast<int64_t>(i);
+    for (size_t i = 0; i < classifier->labels.size(); ++i)
+      by_name[classifier->labels[i]] = static_cast<int64_t>(i);
     std::error_code error;
     std::vector<std::filesystem::path> classes;
     for (const auto& entry : std::filesystem::directory_iterator(options.folder, error)) {
@@ -58,34 +61,41 @@ int run_evaluate(const EvaluateOptions& options) {
       } else if (!name.empty() && std::all_of(name.begin(), name.end(), ::isdigit)) {
         label = std::stoll(name);
       } else {
-        return report(Status::bad_argument(dir.string() + ": folder name is neither a label of the model nor a class index"));
+        return report(Status::bad_argument(
+            dir.string() + ": folder name is neither a label of the model nor a class index"));
       }
       std::vector<std::string> files;
       for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
         if (entry.is_regular_file()) files.push_back(entry.path().string());
       }
       std::sort(files.begin(), files.end());
-      for (const auto& f : files) samples.push_back({f, label, nullptr});
+      for (const auto& f : files)
+        samples.push_back({f, label, nullptr});
     }
   } else {
-    const std::string images_path = options.idx_images.empty() ? kFashionMnistImages : options.idx_images;
-    const std::string labels_path = options.idx_labels.empty() ? kFashionMnistLabels : options.idx_labels;
+    const std::string images_path =
+        options.idx_images.empty() ? kFashionMnistImages : options.idx_images;
+    const std::string labels_path =
+        options.idx_labels.empty() ? kFashionMnistLabels : options.idx_labels;
     Expected<IdxArray> images = read_idx(images_path, 3);
     if (!images.ok()) return report(images.status());
     Expected<IdxArray> labels = read_idx(labels_path, 1);
     if (!labels.ok()) return report(labels.status());
     image_dims = images->dims;
     if (labels->dims[0] != image_dims[0]) {
-      return report(Status::bad_argument("IDX files disagree: " + std::to_string(image_dims[0]) + " images, " +
-                                         std::to_string(labels->dims[0]) + " labels"));
+      return report(Status::bad_argument("IDX files disagree: " + std::to_string(image_dims[0]) +
+                                         " images, " + std::to_string(labels->dims[0]) +
+                                         " labels"));
     }
     pixels = std::move(images->values);
     const int64_t plane = image_dims[1] * image_dims[2];
     for (int64_t i = 0; i < image_dims[0]; ++i) {
-      samples.push_back({images_path + "#" + std::to_string(i), labels->values[i], pixels.data() + i * plane});
+      samples.push_back(
+          {images_path + "#" + std::to_string(i), labels->values[i], pixels.data() + i * plane});
     }
   }
-  if (options.limit > 0 && static_cast<int64_t>(samples.size()) > options.limit) samples.resize(options.limit);
+  if (options.limit > 0 && static_cast<int64_t>(samples.size()) > options.limit)
+    samples.resize(options.limit);
   if (samples.empty()) return report(Status::bad_argument("no labelled images found"));
 
   const int64_t classes = classifier->classes;
@@ -98,13 +108,16 @@ int run_evaluate(const EvaluateOptions& options) {
     std::vector<int64_t> labels;
     for (size_t i = begin; i < end; ++i) {
       const Sample& s = samples[i];
-      Expected<Tensor> image = s.pixels ? preprocess_pixels(s.pixels, static_cast<int>(image_dims[1]),
-                                                            static_cast<int>(image_dims[2]), 1, preprocessing)
-                                        : load_image(s.name, preprocessing);
+      Expected<Tensor> image =
+          s.pixels ? preprocess_pixels(s.pixels, static_cast<int>(image_dims[1]),
+                                       static_cast<int>(image_dims[2]), 1, preprocessing)
+                   : load_image(s.name, preprocessing);
       if (!image.ok() || s.label < 0 || s.label >= classes) {
-        std::fprintf(stderr, "densert: %s\n",
-                     image.ok() ? (s.name + ": label " + std::to_string(s.label) + " is out of range").c_str()
-                                : image.status().message().c_str());
+        std::fprintf(
+            stderr, "densert: %s\n",
+            image.ok()
+                ? (s.name + ": label " + std::to_string(s.label) + " is out of range").c_str()
+                : image.status().message().c_str());
         ++failed;
         continue;
       }
@@ -114,28 +127,33 @@ int run_evaluate(const EvaluateOptions& options) {
     if (images.empty()) continue;
     const auto start = std::chrono::steady_clock::now();
     Expected<std::vector<Tensor>> outputs = classifier->engine->run({stack_images(images)});
-    engine_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    engine_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!outputs.ok()) return report(outputs.status());
     const auto probabilities = class_probabilities(*classifier, outputs->front());
     for (size_t i = 0; i < labels.size(); ++i) {
       const auto top = top_k(probabilities[i], 5);
       top1 += top[0].first == labels[i];
-      top5 += std::any_of(top.begin(), top.end(), [&](const auto& t) { return t.first == labels[i]; });
+      top5 +=
+          std::any_of(top.begin(), top.end(), [&](const auto& t) { return t.first == labels[i]; });
       ++confusion[labels[i]][top[0].first];
       ++evaluated;
     }
   }
   if (evaluated == 0) return report(Status::bad_argument("no image could be evaluated"));
-  std::printf("images      %lld (%lld failed)\n", static_cast<long long>(evaluated), static_cast<long long>(failed));
+  std::printf("images      %lld (%lld failed)\n", static_cast<long long>(evaluated),
+              static_cast<long long>(failed));
   std::printf("top-1       %.2f%%\n", 100.0 * top1 / evaluated);
   std::printf("top-5       %.2f%%\n", 100.0 * top5 / evaluated);
-  std::printf("throughput  %.1f images/s (engine only, batch %lld, %d threads)\n", evaluated / engine_seconds,
-              static_cast<long long>(options.batch), classifier->engine->summary().threads);
+  std::printf("throughput  %.1f images/s (engine only, batch %lld, %d threads)\n",
+              evaluated / engine_seconds, static_cast<long long>(options.batch),
+              classifier->engine->summary().threads);
   // The worst classes by recall, each with the class it is most often taken for.
   std::vector<std::pair<double, int64_t>> recall;
   for (int64_t c = 0; c < classes; ++c) {
     int64_t total = 0;
-    for (int64_t v : confusion[c]) total += v;
+    for (int64_t v : confusion[c])
+      total += v;
     if (total > 0) recall.emplace_back(static_cast<double>(confusion[c][c]) / total, c);
   }
   std::sort(recall.begin(), recall.end());
@@ -146,8 +164,9 @@ int run_evaluate(const EvaluateOptions& options) {
     for (int64_t o = 0; o < classes; ++o) {
       if (o != c && (confused < 0 || confusion[c][o] > confusion[c][confused])) confused = o;
     }
-    std::printf("  %-20s recall %.2f%%, most often taken for %s (%lld)\n", classifier->label(c).c_str(),
-                100.0 * recall[i].first, confused >= 0 ? classifier->label(confused).c_str() : "-",
+    std::printf("  %-20s recall %.2f%%, most often taken for %s (%lld)\n",
+                classifier->label(c).c_str(), 100.0 * recall[i].first,
+                confused >= 0 ? classifier->label(confused).c_str() : "-",
                 static_cast<long long>(confused >= 0 ? confusion[c][confused] : 0));
   }
   return failed > 0 ? kExitSomeInputsFailed : kExitOk;
@@ -158,13 +177,16 @@ int run_evaluate(const EvaluateOptions& options) {
 Command add_evaluate_command(CLI::App& app) {
   auto options = std::make_shared<EvaluateOptions>();
   CLI::App* sub = app.add_subcommand(
-      "evaluate", "Accuracy on a labelled set (default: the Fashion-MNIST test set, for the built-in model)");
+      "evaluate",
+      "Accuracy on a labelled set (default: the Fashion-MNIST test set, for the built-in model)");
   add_classifier_options(sub, options->classifier);
   sub->add_option("--idx-images", options->idx_images, "IDX image file (.gz or raw)");
   sub->add_option("--idx-labels", options->idx_labels, "IDX label file (.gz or raw)");
   sub->add_option("--dir", options->folder, "Folder with one subfolder of images per class");
-  sub->add_option("--batch", options->batch, "Images per engine run (default 64)")->check(CLI::PositiveNumber);
-  sub->add_option("--limit", options->limit, "Evaluate at most this many images")->check(CLI::NonNegativeNumber);
+  sub->add_option("--batch", options->batch, "Images per engine run (default 64)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--limit", options->limit, "Evaluate at most this many images")
+      ->check(CLI::NonNegativeNumber);
   return [options] { return run_evaluate(*options); };
 }
 

@@ -10,11 +10,15 @@ namespace densert::cli {
 int report(const Status& status) {
   std::fprintf(stderr, "densert: %s\n", status.to_string().c_str());
   switch (status.kind()) {
-    case ErrorKind::kOk: return kExitOk;
+    case ErrorKind::kOk:
+      return kExitOk;
     case ErrorKind::kInvalidModel:
-    case ErrorKind::kUnsupported: return kExitModel;
-    case ErrorKind::kBadArgument: return kExitInput;
-    case ErrorKind::kInternal: return kExitInternal;
+    case ErrorKind::kUnsupported:
+      return kExitModel;
+    case ErrorKind::kBadArgument:
+      return kExitInput;
+    case ErrorKind::kInternal:
+      return kExitInternal;
   }
   return kExitInternal;
 }

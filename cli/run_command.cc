@@ -6,8 +6,8 @@
 
 #include "cli/commands.h"
 #include "importer/onnx_importer.h"
-#include "runtime/npy.h"
 #include "runtime/engine/engine.h"
+#include "runtime/npy.h"
 #include "runtime/reference_executor.h"
 
 namespace densert::cli {
@@ -26,8 +26,10 @@ std::string output_path(const std::string& base, const std::string& name, size_t
   if (count == 1) return base;
   std::filesystem::path path(base);
   std::string safe = name;
-  std::replace_if(safe.begin(), safe.end(), [](char c) { return c == '/' || c == ':'; }, '_');
-  const std::string stem = path.extension() == ".npy" ? path.stem().string() : path.filename().string();
+  std::replace_if(
+      safe.begin(), safe.end(), [](char c) { return c == '/' || c == ':'; }, '_');
+  const std::string stem =
+      path.extension() == ".npy" ? path.stem().string() : path.filename().string();
   return (path.parent_path() / (stem + "." + safe + ".npy")).string();
 }
 

@@ -120,7 +120,8 @@ Expected<Known> known_from_proto(const onnx::TensorProto& proto) {
 
 Tensor to_tensor(const Known& known) {
   Tensor tensor(known.dims);
-  for (size_t i = 0; i < known.data.size(); ++i) tensor.data[i] = static_cast<float>(known.data[i]);
+  for (size_t i = 0; i < known.data.size(); ++i)
+    tensor.data[i] = static_cast<float>(known.data[i]);
   return tensor;
 }
 
@@ -133,7 +134,8 @@ Known from_tensor(const Tensor& tensor) {
 
 std::vector<int64_t> row_major_strides(const Dims& dims) {
   std::vector<int64_t> strides(dims.size(), 1);
-  for (size_t d = dims.size(); d-- > 1;) strides[d - 1] = strides[d] * dims[d];
+  for (size_t d = dims.size(); d-- > 1;)
+    strides[d - 1] = strides[d] * dims[d];
   return strides;
 }
 
@@ -171,8 +173,8 @@ class Lowering {
   std::vector<int64_t> attr_ints(const onnx::NodeProto& node, const char* name) const;
   std::string attr_string(const onnx::NodeProto& node, const char* name) const;
 
-  Expected<Window> lower_window(const onnx::NodeProto& node, const std::string& name,
-                                ValueId src, std::array<int64_t, 2> kernel, bool has_dilations);
+  Expected<Window> lower_window(const onnx::NodeProto& node, const std::string& name, ValueId src,
+                                std::array<int64_t, 2> kernel, bool has_dilations);
   Status lower_conv(const onnx::NodeProto& node, const std::string& name);
   Status lower_pool(const onnx::NodeProto& node, const std::string& name, OpType op);
   Status lower_reshape(const onnx::NodeProto& node, const std::string& name);
@@ -259,7 +261,8 @@ Expected<ValueId> Lowering::value_of(const std::string& name, const std::string&
     }
     const ValueId id = graph_.add_constant(name, to_tensor(*k));
     constant_values_[name] = id;
-    for (auto& dims : probe_dims_) dims.resize(graph_.values.size());
+    for (auto& dims : probe_dims_)
+      dims.resize(graph_.values.size());
     probe_dims_[0][id] = probe_dims_[1][id] = k->dims;
     return id;
   }
@@ -281,11 +284,11 @@ Status Lowering::lower_inputs() {
     if (!input.type().has_tensor_type()) return Status::unsupported(what + " is not a tensor");
     const auto& tensor_type = input.type().tensor_type();
     if (tensor_type.elem_type() != onnx::TensorProto::FLOAT) {
-      return Status::unsupported(what + " has element type " +
-                                 onnx::TensorProto::DataType_Name(
-                                     static_cast<onnx::TensorProto::DataType>(
-                                         tensor_type.elem_type())) +
-                                 ", densert takes float inputs");
+      return Status::unsupported(
+          what + " has element type " +
+          onnx::TensorProto::DataType_Name(
+              static_cast<onnx::TensorProto::DataType>(tensor_type.elem_type())) +
+          ", densert takes float inputs");
     }
     if (!tensor_type.has_shape()) return Status::unsupported(what + " has no shape");
     Dims dims;
@@ -327,7 +330,8 @@ Status Lowering::add_node(const onnx::NodeProto& onnx_node, const std::string& n
   if (all_constant) {
     // Constant subgraph: evaluate it now with the reference implementation.
     std::vector<const Tensor*> tensors;
-    for (ValueId in : node.inputs) tensors.push_back(in == kNoValue ? nullptr : &graph_.constant(in));
+    for (ValueId in : node.inputs)
+      tensors.push_back(in == kNoValue ? nullptr : &graph_.constant(in));
     node.outputs.assign(1, kNoValue);
     DENSERT_ASSIGN_OR_RETURN(std::vector<Tensor> out, run_reference_node(graph_, node, tensors));
     known_[onnx_node.output(0)] = from_tensor(out[0]);
@@ -336,7 +340,8 @@ Status Lowering::add_node(const onnx::NodeProto& onnx_node, const std::string& n
   std::array<std::vector<Dims>, 2> out_dims;
   for (int p = 0; p < 2; ++p) {
     std::vector<Dims> in_dims;
-    for (ValueId in : node.inputs) in_dims.push_back(in == kNoValue ? Dims{} : probe_dims(in, p));
+    for (ValueId in : node.inputs)
+      in_dims.push_back(in == kNoValue ? Dims{} : probe_dims(in, p));
     node.outputs.assign(1, kNoValue);
     DENSERT_ASSIGN_OR_RETURN(out_dims[p], node_output_shapes(graph_, node, in_dims));
   }
@@ -382,7 +387,9 @@ Expected<Window> Lowering::lower_window(const onnx::NodeProto& node, const std::
                                    " values, expected 2");
     }
     for (int64_t v : values) {
-      if (v <= 0) return Status::invalid_model(prefix + attr_name + " has non-positive value " + std::to_string(v));
+      if (v <= 0)
+        return Status::invalid_model(prefix + attr_name + " has non-positive value " +
+                                     std::to_string(v));
     }
     out = {values[0], values[1]};
     return {};
@@ -398,7 +405,8 @@ Expected<Window> Lowering::lower_window(const onnx::NodeProto& node, const std::
                                      " values, expected 4");
       }
       for (int64_t p : pads) {
-        if (p < 0) return Status::invalid_model(prefix + "pads has negative value " + std::to_string(p));
+        if (p < 0)
+          return Status::invalid_model(prefix + "pads has negative value " + std::to_string(p));
       }
       // ONNX order is {top, left, bottom, right}, as in Window.
       w.pads = {pads[0], pads[1], pads[2], pads[3]};
@@ -430,12 +438,13 @@ Status Lowering::lower_conv(const onnx::NodeProto& node, const std::string& name
   }
   ConvAttrs attrs;
   attrs.group = attr_int(node, "group", 1);
-  DENSERT_ASSIGN_OR_RETURN(attrs.window,
-                           lower_window(node, name, src, {weights->dims[2], weights->dims[3]}, true));
+  DENSERT_ASSIGN_OR_RETURN(
+      attrs.window, lower_window(node, name, src, {weights->dims[2], weights->dims[3]}, true));
   const auto kernel_shape = attr_ints(node, "kernel_shape");
   if (!kernel_shape.empty() && (kernel_shape.size() != 2 || kernel_shape[0] != weights->dims[2] ||
                                 kernel_shape[1] != weights->dims[3])) {
-    return Status::invalid_model("node \"" + name + "\" (Conv): kernel_shape disagrees with weights " +
+    return Status::invalid_model("node \"" + name +
+                                 "\" (Conv): kernel_shape disagrees with weights " +
                                  dims_to_string(weights->dims));
   }
   std::vector<ValueId> inputs = {src};
@@ -457,16 +466,18 @@ Status Lowering::lower_pool(const onnx::NodeProto& node, const std::string& name
                                std::to_string(kernel.size()) + " dims; densert pools 2-D windows");
   }
   PoolAttrs attrs;
-  DENSERT_ASSIGN_OR_RETURN(attrs.window, lower_window(node, name, src, {kernel[0], kernel[1]},
-                                                      op == OpType::kMaxPool));
+  DENSERT_ASSIGN_OR_RETURN(
+      attrs.window, lower_window(node, name, src, {kernel[0], kernel[1]}, op == OpType::kMaxPool));
   attrs.ceil_mode = attr_int(node, "ceil_mode", 0) != 0;
   attrs.count_include_pad = attr_int(node, "count_include_pad", 0) != 0;
   if (op == OpType::kMaxPool) {
     if (attr_int(node, "storage_order", 0) != 0) {
-      return Status::unsupported("node \"" + name + "\" (MaxPool): storage_order 1 is not supported");
+      return Status::unsupported("node \"" + name +
+                                 "\" (MaxPool): storage_order 1 is not supported");
     }
     if (node.output_size() > 1 && !node.output(1).empty()) {
-      return Status::unsupported("node \"" + name + "\" (MaxPool): the Indices output is not supported");
+      return Status::unsupported("node \"" + name +
+                                 "\" (MaxPool): the Indices output is not supported");
     }
   }
   return add_node(node, name, op, {src}, attrs);
@@ -488,7 +499,8 @@ Status Lowering::lower_reshape(const onnx::NodeProto& node, const std::string& n
     } else if (!has_infer) {
       attrs.shape.push_back(-1);
     } else {
-      return Status::unsupported("node \"" + name + "\" (Reshape): the target shape uses the batch "
+      return Status::unsupported("node \"" + name +
+                                 "\" (Reshape): the target shape uses the batch "
                                  "size in a way densert cannot fold");
     }
   }
@@ -496,9 +508,9 @@ Status Lowering::lower_reshape(const onnx::NodeProto& node, const std::string& n
 }
 
 // Shape-manipulating ops evaluated on known tensors (the batch stays symbolic as NaN).
-Expected<std::optional<Known>> fold_known(const onnx::NodeProto& node,
-                                          const std::vector<const Known*>& in,
-                                          const std::map<std::string, const onnx::AttributeProto*>& attrs) {
+Expected<std::optional<Known>> fold_known(
+    const onnx::NodeProto& node, const std::vector<const Known*>& in,
+    const std::map<std::string, const onnx::AttributeProto*>& attrs) {
   const std::string& op = node.op_type();
   const auto int_attr = [&](const char* name, int64_t fallback) {
     auto it = attrs.find(name);
@@ -513,7 +525,8 @@ Expected<std::optional<Known>> fold_known(const onnx::NodeProto& node,
       const int64_t to = int_attr("to", onnx::TensorProto::FLOAT);
       out.is_int = to == onnx::TensorProto::INT64 || to == onnx::TensorProto::INT32;
       if (out.is_int) {
-        for (double& v : out.data) v = std::isnan(v) ? v : std::trunc(v);
+        for (double& v : out.data)
+          v = std::isnan(v) ? v : std::trunc(v);
       }
     }
     return std::optional<Known>(out);
@@ -522,12 +535,14 @@ Expected<std::optional<Known>> fold_known(const onnx::NodeProto& node,
     Known out = *in[0];
     std::vector<int64_t> axes;
     if (in.size() > 1 && in[1]) {
-      for (double v : in[1]->data) axes.push_back(static_cast<int64_t>(v));
+      for (double v : in[1]->data)
+        axes.push_back(static_cast<int64_t>(v));
     }
     if (op == "Unsqueeze") {
       const size_t rank = out.dims.size() + axes.size();
       std::vector<int64_t> normalized;
-      for (int64_t a : axes) normalized.push_back(axis_of(a, rank));
+      for (int64_t a : axes)
+        normalized.push_back(axis_of(a, rank));
       std::sort(normalized.begin(), normalized.end());
       for (int64_t a : normalized) {
         if (a < 0 || a > static_cast<int64_t>(out.dims.size())) {
@@ -539,7 +554,8 @@ Expected<std::optional<Known>> fold_known(const onnx::NodeProto& node,
       Dims kept;
       for (size_t d = 0; d < out.dims.size(); ++d) {
         bool drop = axes.empty() && out.dims[d] == 1;
-        for (int64_t a : axes) drop |= axis_of(a, out.dims.size()) == static_cast<int64_t>(d);
+        for (int64_t a : axes)
+          drop |= axis_of(a, out.dims.size()) == static_cast<int64_t>(d);
         if (!drop) kept.push_back(out.dims[d]);
       }
       out.dims = kept;
@@ -591,7 +607,8 @@ Expected<std::optional<Known>> fold_known(const onnx::NodeProto& node,
     int64_t end = clamp(in[2]->data[0], step > 0 ? 0 : -1, step > 0 ? size : size - 1);
     Known out;
     out.is_int = data.is_int;
-    for (int64_t i = start; step > 0 ? i < end : i > end; i += step) out.data.push_back(data.data[i]);
+    for (int64_t i = start; step > 0 ? i < end : i > end; i += step)
+      out.data.push_back(data.data[i]);
     out.dims = {static_cast<int64_t>(out.data.size())};
     return std::optional<Known>(out);
   }
@@ -611,7 +628,8 @@ Expected<std::optional<Known>> fold_known(const onnx::NodeProto& node,
     out.data.assign(static_cast<size_t>(count), fill);
     return std::optional<Known>(out);
   }
-  if ((op == "Add" || op == "Sub" || op == "Mul" || op == "Div") && in[0]->is_int && in[1]->is_int) {
+  if ((op == "Add" || op == "Sub" || op == "Mul" || op == "Div") && in[0]->is_int &&
+      in[1]->is_int) {
     const Known& a = *in[0];
     const Known& b = *in[1];
     if (a.data.size() != b.data.size() && a.data.size() != 1 && b.data.size() != 1) {
@@ -625,7 +643,10 @@ Expected<std::optional<Known>> fold_known(const onnx::NodeProto& node,
         return Status::unsupported(op + " on a shape that depends on the batch size");
       }
       if (op == "Div" && y == 0) return Status::invalid_model("integer division by zero");
-      out.data[i] = op == "Add" ? x + y : op == "Sub" ? x - y : op == "Mul" ? x * y : std::trunc(x / y);
+      out.data[i] = op == "Add"   ? x + y
+                    : op == "Sub" ? x - y
+                    : op == "Mul" ? x * y
+                                  : std::trunc(x / y);
     }
     return std::optional<Known>(out);
   }
@@ -634,9 +655,11 @@ Expected<std::optional<Known>> fold_known(const onnx::NodeProto& node,
 
 Status Lowering::fold_node(const onnx::NodeProto& node, const std::string& name) {
   std::vector<const Known*> in;
-  for (const auto& input : node.input()) in.push_back(input.empty() ? nullptr : known(input));
+  for (const auto& input : node.input())
+    in.push_back(input.empty() ? nullptr : known(input));
   std::map<std::string, const onnx::AttributeProto*> attrs;
-  for (const auto& a : node.attribute()) attrs[a.name()] = &a;
+  for (const auto& a : node.attribute())
+    attrs[a.name()] = &a;
   DENSERT_ASSIGN_OR_RETURN(std::optional<Known> out, fold_known(node, in, attrs));
   if (!out) return Status::internal("cannot fold");
   known_[node.output(0)] = std::move(*out);
@@ -644,13 +667,14 @@ Status Lowering::fold_node(const onnx::NodeProto& node, const std::string& name)
 }
 
 Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
-  const std::string name = node.name().empty() ? node.op_type() + "_" + std::to_string(index) : node.name();
+  const std::string name =
+      node.name().empty() ? node.op_type() + "_" + std::to_string(index) : node.name();
   const std::string prefix = "node \"" + name + "\" (" + node.op_type() + "): ";
   const std::string& op = node.op_type();
   if (!node.domain().empty() && node.domain() != "ai.onnx") {
     return Status::unsupported(prefix + "op " + op + " of domain \"" + node.domain() +
-                               "\" is not supported (opset " +
-                               std::to_string(kCanonicalOpset) + ")");
+                               "\" is not supported (opset " + std::to_string(kCanonicalOpset) +
+                               ")");
   }
   if (node.output_size() == 0) return Status::invalid_model(prefix + "has no outputs");
 
@@ -702,14 +726,17 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
   for (const auto& input : node.input()) {
     if (!input.empty() && !known(input)) all_known = false;
   }
-  static const std::set<std::string> kShapeOps = {"Gather", "Cast", "Slice", "ConstantOfShape",
-                                                  "Unsqueeze", "Squeeze", "Concat", "Identity",
-                                                  "Add", "Sub", "Mul", "Div"};
+  static const std::set<std::string> kShapeOps = {
+      "Gather",    "Cast",    "Slice",  "ConstantOfShape",
+      "Unsqueeze", "Squeeze", "Concat", "Identity",
+      "Add",       "Sub",     "Mul",    "Div"};
   if (all_known && kShapeOps.count(op)) {
     std::vector<const Known*> in;
-    for (const auto& input : node.input()) in.push_back(input.empty() ? nullptr : known(input));
+    for (const auto& input : node.input())
+      in.push_back(input.empty() ? nullptr : known(input));
     std::map<std::string, const Attr*> attrs;
-    for (const auto& a : node.attribute()) attrs[a.name()] = &a;
+    for (const auto& a : node.attribute())
+      attrs[a.name()] = &a;
     DENSERT_ASSIGN_OR_RETURN(std::optional<Known> out, fold_known(node, in, attrs));
     if (out) {
       known_[node.output(0)] = std::move(*out);
@@ -734,7 +761,8 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
 
   if (op == "BatchNormalization") {
     if (attr_int(node, "training_mode", 0) != 0) {
-      return Status::unsupported(prefix + "training_mode=1 computes batch statistics; export the "
+      return Status::unsupported(prefix +
+                                 "training_mode=1 computes batch statistics; export the "
                                  "model in eval mode for inference");
     }
     std::vector<ValueId> inputs;
@@ -755,7 +783,8 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
     ClipAttrs attrs;
     for (int i = 1; i <= 2; ++i) {
       if (node.input_size() <= i || node.input(i).empty()) continue;
-      DENSERT_ASSIGN_OR_RETURN(const Known* bound, require_known(node, name, i, i == 1 ? "min" : "max"));
+      DENSERT_ASSIGN_OR_RETURN(const Known* bound,
+                               require_known(node, name, i, i == 1 ? "min" : "max"));
       if (bound->data.size() != 1) return Status::invalid_model(prefix + "bound is not a scalar");
       (i == 1 ? attrs.min : attrs.max) = static_cast<float>(bound->data[0]);
     }
@@ -769,7 +798,8 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
     }
     int64_t axis = attr_int(node, "axis", 1);
     const int64_t rank = static_cast<int64_t>(rank_of(inputs[0]));
-    if (axis < -rank || axis >= rank) return Status::invalid_model(prefix + "axis " + std::to_string(axis) + " out of range");
+    if (axis < -rank || axis >= rank)
+      return Status::invalid_model(prefix + "axis " + std::to_string(axis) + " out of range");
     if (axis < 0) axis += rank;
     return add_node(node, name, OpType::kConcat, inputs, AxisAttrs{axis});
   }
@@ -810,9 +840,11 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
     if (c != kNoValue) inputs.push_back(c);
     return add_node(node, name, OpType::kGemm, inputs, attrs);
   }
-  static const std::map<std::string, OpType> kBinary = {
-      {"Add", OpType::kAdd}, {"Sub", OpType::kSub}, {"Mul", OpType::kMul},
-      {"Div", OpType::kDiv}, {"MatMul", OpType::kMatMul}};
+  static const std::map<std::string, OpType> kBinary = {{"Add", OpType::kAdd},
+                                                        {"Sub", OpType::kSub},
+                                                        {"Mul", OpType::kMul},
+                                                        {"Div", OpType::kDiv},
+                                                        {"MatMul", OpType::kMatMul}};
   if (auto it = kBinary.find(op); it != kBinary.end()) {
     DENSERT_ASSIGN_OR_RETURN(ValueId a, input(0));
     DENSERT_ASSIGN_OR_RETURN(ValueId b, input(1));
@@ -824,7 +856,8 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
   }
   if (op == "Dropout") {
     if (node.input_size() > 2 && !node.input(2).empty()) {
-      DENSERT_ASSIGN_OR_RETURN(const Known* training, require_known(node, name, 2, "training_mode"));
+      DENSERT_ASSIGN_OR_RETURN(const Known* training,
+                               require_known(node, name, 2, "training_mode"));
       if (!training->data.empty() && training->data[0] != 0.0) {
         return Status::unsupported(prefix + "training_mode is true; export the model in eval mode");
       }
@@ -839,7 +872,8 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
     DENSERT_ASSIGN_OR_RETURN(ValueId src, input(0));
     int64_t axis = attr_int(node, "axis", -1);
     const int64_t rank = static_cast<int64_t>(rank_of(src));
-    if (axis < -rank || axis >= rank) return Status::invalid_model(prefix + "axis " + std::to_string(axis) + " out of range");
+    if (axis < -rank || axis >= rank)
+      return Status::invalid_model(prefix + "axis " + std::to_string(axis) + " out of range");
     if (axis < 0) axis += rank;
     return add_node(node, name, OpType::kSoftmax, {src}, AxisAttrs{axis});
   }
@@ -847,7 +881,8 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
     DENSERT_ASSIGN_OR_RETURN(ValueId src, input(0));
     TransposeAttrs attrs{attr_ints(node, "perm")};
     if (attrs.perm.empty()) {
-      for (size_t d = rank_of(src); d-- > 0;) attrs.perm.push_back(static_cast<int64_t>(d));
+      for (size_t d = rank_of(src); d-- > 0;)
+        attrs.perm.push_back(static_cast<int64_t>(d));
     }
     return add_node(node, name, OpType::kTranspose, {src}, attrs);
   }
@@ -859,7 +894,8 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
     } else if (op == "Unsqueeze") {
       return Status::invalid_model(prefix + "has no axes");
     }
-    return add_node(node, name, op == "Squeeze" ? OpType::kSqueeze : OpType::kUnsqueeze, {src}, attrs);
+    return add_node(node, name, op == "Squeeze" ? OpType::kSqueeze : OpType::kUnsqueeze, {src},
+                    attrs);
   }
   if (op == "ReduceMean") {
     DENSERT_ASSIGN_OR_RETURN(ValueId src, input(0));
@@ -874,12 +910,14 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
 Expected<Graph> Lowering::run() {
   DENSERT_RETURN_IF_ERROR(lower_inputs());
   int index = 0;
-  for (const auto& node : model_.graph().node()) DENSERT_RETURN_IF_ERROR(lower_node(node, index++));
+  for (const auto& node : model_.graph().node())
+    DENSERT_RETURN_IF_ERROR(lower_node(node, index++));
   for (const auto& output : model_.graph().output()) {
     DENSERT_ASSIGN_OR_RETURN(ValueId id, value_of(output.name(), "graph output"));
     graph_.outputs.push_back(id);
   }
-  for (const auto& prop : model_.metadata_props()) graph_.metadata[prop.key()] = prop.value();
+  for (const auto& prop : model_.metadata_props())
+    graph_.metadata[prop.key()] = prop.value();
   DENSERT_RETURN_IF_ERROR(graph_.validate());
   return std::move(graph_);
 }

@@ -178,8 +178,7 @@ Expected<LoadedModel> load_onnx_model(const void* data, size_t size,
                                  " to " + std::to_string(kCanonicalOpset) + ": " +
                                  one_line(e.what()));
     }
-    DENSERT_LOG(kInfo) << "converted opset " << loaded.original_opset << " to "
-                       << kCanonicalOpset;
+    DENSERT_LOG(kInfo) << "converted opset " << loaded.original_opset << " to " << kCanonicalOpset;
   }
 
   try {

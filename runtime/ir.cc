@@ -8,7 +8,8 @@ namespace densert {
 
 int64_t num_elements(const Dims& dims) {
   int64_t count = 1;
-  for (int64_t d : dims) count *= d;
+  for (int64_t d : dims)
+    count *= d;
   return count;
 }
 
@@ -23,30 +24,54 @@ std::string dims_to_string(const Dims& dims) {
 
 const char* op_type_name(OpType op) {
   switch (op) {
-    case OpType::kConv: return "Conv";
-    case OpType::kBatchNorm: return "BatchNormalization";
-    case OpType::kRelu: return "Relu";
-    case OpType::kClip: return "Clip";
-    case OpType::kConcat: return "Concat";
-    case OpType::kMaxPool: return "MaxPool";
-    case OpType::kAveragePool: return "AveragePool";
-    case OpType::kGlobalAveragePool: return "GlobalAveragePool";
-    case OpType::kPad: return "Pad";
-    case OpType::kFlatten: return "Flatten";
-    case OpType::kReshape: return "Reshape";
-    case OpType::kGemm: return "Gemm";
-    case OpType::kMatMul: return "MatMul";
-    case OpType::kAdd: return "Add";
-    case OpType::kSub: return "Sub";
-    case OpType::kMul: return "Mul";
-    case OpType::kDiv: return "Div";
-    case OpType::kSoftmax: return "Softmax";
-    case OpType::kTranspose: return "Transpose";
-    case OpType::kSqueeze: return "Squeeze";
-    case OpType::kUnsqueeze: return "Unsqueeze";
-    case OpType::kReduceMean: return "ReduceMean";
-    case OpType::kIdentity: return "Identity";
-    case OpType::kDropout: return "Dropout";
+    case OpType::kConv:
+      return "Conv";
+    case OpType::kBatchNorm:
+      return "BatchNormalization";
+    case OpType::kRelu:
+      return "Relu";
+    case OpType::kClip:
+      return "Clip";
+    case OpType::kConcat:
+      return "Concat";
+    case OpType::kMaxPool:
+      return "MaxPool";
+    case OpType::kAveragePool:
+      return "AveragePool";
+    case OpType::kGlobalAveragePool:
+      return "GlobalAveragePool";
+    case OpType::kPad:
+      return "Pad";
+    case OpType::kFlatten:
+      return "Flatten";
+    case OpType::kReshape:
+      return "Reshape";
+    case OpType::kGemm:
+      return "Gemm";
+    case OpType::kMatMul:
+      return "MatMul";
+    case OpType::kAdd:
+      return "Add";
+    case OpType::kSub:
+      return "Sub";
+    case OpType::kMul:
+      return "Mul";
+    case OpType::kDiv:
+      return "Div";
+    case OpType::kSoftmax:
+      return "Softmax";
+    case OpType::kTranspose:
+      return "Transpose";
+    case OpType::kSqueeze:
+      return "Squeeze";
+    case OpType::kUnsqueeze:
+      return "Unsqueeze";
+    case OpType::kReduceMean:
+      return "ReduceMean";
+    case OpType::kIdentity:
+      return "Identity";
+    case OpType::kDropout:
+      return "Dropout";
   }
   return "?";
 }
@@ -71,10 +96,10 @@ ValueId Graph::add_constant(std::string name, Tensor tensor) {
 
 NodeId Graph::add_node(OpType op, std::string name, std::vector<ValueId> node_inputs,
                        std::vector<ValueId> node_outputs, Attributes attrs) {
-  Node node{op, std::move(name), std::move(node_inputs), std::move(node_outputs),
-            std::move(attrs)};
+  Node node{op, std::move(name), std::move(node_inputs), std::move(node_outputs), std::move(attrs)};
   const NodeId id = static_cast<NodeId>(nodes.size());
-  for (ValueId out : node.outputs) values.at(static_cast<size_t>(out)).producer = id;
+  for (ValueId out : node.outputs)
+    values.at(static_cast<size_t>(out)).producer = id;
   nodes.push_back(std::move(node));
   return id;
 }
@@ -94,9 +119,11 @@ void Graph::replace_uses(ValueId from, ValueId to) {
 }
 
 void Graph::relink() {
-  for (Value& value : values) value.producer = -1;
+  for (Value& value : values)
+    value.producer = -1;
   for (size_t n = 0; n < nodes.size(); ++n) {
-    for (ValueId out : nodes[n].outputs) values[static_cast<size_t>(out)].producer = static_cast<NodeId>(n);
+    for (ValueId out : nodes[n].outputs)
+      values[static_cast<size_t>(out)].producer = static_cast<NodeId>(n);
   }
 }
 
@@ -112,7 +139,8 @@ std::vector<std::vector<NodeId>> Graph::consumers() const {
 
 int Graph::remove_dead_nodes() {
   std::vector<bool> live(values.size(), false);
-  for (ValueId out : outputs) live[static_cast<size_t>(out)] = true;
+  for (ValueId out : outputs)
+    live[static_cast<size_t>(out)] = true;
   std::vector<bool> keep(nodes.size(), false);
   for (size_t n = nodes.size(); n-- > 0;) {
     for (ValueId out : nodes[n].outputs) {
@@ -138,9 +166,12 @@ int Graph::remove_dead_nodes() {
 }
 
 Status Graph::validate() const {
-  const auto in_range = [&](ValueId id) { return id >= 0 && static_cast<size_t>(id) < values.size(); };
+  const auto in_range = [&](ValueId id) {
+    return id >= 0 && static_cast<size_t>(id) < values.size();
+  };
   std::vector<bool> available(values.size(), false);
-  for (size_t v = 0; v < values.size(); ++v) available[v] = values[v].is_constant();
+  for (size_t v = 0; v < values.size(); ++v)
+    available[v] = values[v].is_constant();
   for (ValueId in : inputs) {
     if (!in_range(in)) return Status::internal("graph input id out of range");
     available[static_cast<size_t>(in)] = true;
@@ -183,7 +214,8 @@ int64_t Graph::parameter_count() const {
 
 std::map<std::string, int> Graph::op_census() const {
   std::map<std::string, int> census;
-  for (const Node& node : nodes) ++census[op_type_name(node.op)];
+  for (const Node& node : nodes)
+    ++census[op_type_name(node.op)];
   return census;
 }
 
@@ -206,8 +238,10 @@ std::string format_float(float x) {
 
 std::string activation_text(const Activation& act) {
   switch (act.kind) {
-    case Activation::Kind::kNone: return "";
-    case Activation::Kind::kRelu: return " post=relu";
+    case Activation::Kind::kNone:
+      return "";
+    case Activation::Kind::kRelu:
+      return " post=relu";
     case Activation::Kind::kClip:
       return " post=clip(" + format_float(act.min) + "," + format_float(act.max) + ")";
   }
@@ -216,8 +250,8 @@ std::string activation_text(const Activation& act) {
 
 std::string window_text(const Window& w) {
   std::string text = "kernel=" + join({w.kernel[0], w.kernel[1]}, "x") +
-                     " strides=" + join({w.strides[0], w.strides[1]}, "x") + " pads=" +
-                     join({w.pads[0], w.pads[1], w.pads[2], w.pads[3]}, ",");
+                     " strides=" + join({w.strides[0], w.strides[1]}, "x") +
+                     " pads=" + join({w.pads[0], w.pads[1], w.pads[2], w.pads[3]}, ",");
   if (w.dilations[0] != 1 || w.dilations[1] != 1) {
     text += " dilations=" + join({w.dilations[0], w.dilations[1]}, "x");
   }
@@ -263,7 +297,9 @@ struct AttrPrinter {
 
 std::string Graph::to_text() const {
   std::ostringstream out;
-  const auto ref = [&](ValueId id) { return id == kNoValue ? std::string("_") : "%" + values[id].name; };
+  const auto ref = [&](ValueId id) {
+    return id == kNoValue ? std::string("_") : "%" + values[id].name;
+  };
   for (ValueId in : inputs) {
     out << "input " << ref(in) << ": f32" << dims_to_string(values[in].dims) << "\n";
   }
@@ -292,10 +328,11 @@ std::string Graph::to_text() const {
     out << "\n";
   }
   for (const DenseBlock& block : blocks) {
-    out << "block " << block.name << ": " << block.channels << " channels, " << block.segments.size()
-        << " segments, " << block.views.size() << " concat views\n";
+    out << "block " << block.name << ": " << block.channels << " channels, "
+        << block.segments.size() << " segments, " << block.views.size() << " concat views\n";
   }
-  for (ValueId v : outputs) out << "output " << ref(v) << "\n";
+  for (ValueId v : outputs)
+    out << "output " << ref(v) << "\n";
   return out.str();
 }
 

@@ -151,9 +151,9 @@ struct AxesAttrs {
   bool keep_dims = true;
 };
 
-using Attributes = std::variant<std::monostate, ConvAttrs, PoolAttrs, BatchNormAttrs, ClipAttrs,
-                                AxisAttrs, PadAttrs, ReshapeAttrs, GemmAttrs, TransposeAttrs,
-                                AxesAttrs>;
+using Attributes =
+    std::variant<std::monostate, ConvAttrs, PoolAttrs, BatchNormAttrs, ClipAttrs, AxisAttrs,
+                 PadAttrs, ReshapeAttrs, GemmAttrs, TransposeAttrs, AxesAttrs>;
 
 // Where the dense-block pass placed a value: a channel range of a block buffer.
 struct BlockSlot {
@@ -204,7 +204,7 @@ class Graph {
   std::vector<Value> values;
   std::vector<DenseBlock> blocks;
   std::vector<std::string> refused_blocks;  // why concats were left as copies
-  std::vector<Node> nodes;  // in topological order
+  std::vector<Node> nodes;                  // in topological order
   std::vector<ValueId> inputs;
   std::vector<ValueId> outputs;
   std::map<std::string, std::string> metadata;  // the model's metadata_props

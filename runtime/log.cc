@@ -9,10 +9,9 @@
 namespace densert {
 namespace {
 
-constexpr unsigned kAll = static_cast<unsigned>(LogCategory::kError) |
-                          static_cast<unsigned>(LogCategory::kInfo) |
-                          static_cast<unsigned>(LogCategory::kDispatch) |
-                          static_cast<unsigned>(LogCategory::kProfile);
+constexpr unsigned kAll =
+    static_cast<unsigned>(LogCategory::kError) | static_cast<unsigned>(LogCategory::kInfo) |
+    static_cast<unsigned>(LogCategory::kDispatch) | static_cast<unsigned>(LogCategory::kProfile);
 
 std::atomic<unsigned>& categories_storage() {
   static std::atomic<unsigned> categories = [] {
@@ -65,7 +64,9 @@ unsigned parse_log_categories(const std::string& spec) {
   return result;
 }
 
-unsigned log_categories() { return categories_storage().load(std::memory_order_relaxed); }
+unsigned log_categories() {
+  return categories_storage().load(std::memory_order_relaxed);
+}
 
 void set_log_categories(unsigned categories) {
   categories_storage().store(categories, std::memory_order_relaxed);

@@ -38,9 +38,9 @@ void log_line(LogCategory category, const std::string& text);
 }  // namespace densert
 
 // Builds the message only when the category is on: DENSERT_LOG(kDispatch) << "conv_1: ...";
-#define DENSERT_LOG(category)                                          \
-  if (!::densert::log_enabled(::densert::LogCategory::category)) {     \
-  } else                                                               \
+#define DENSERT_LOG(category)                                      \
+  if (!::densert::log_enabled(::densert::LogCategory::category)) { \
+  } else                                                           \
     ::densert::detail::LogRecord(::densert::LogCategory::category).stream()
 
 namespace densert::detail {

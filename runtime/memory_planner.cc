@@ -1,5 +1,5 @@
-// Greedy placement, largest first, at the lowest free offset: simple, and within a few percent of optimal on
-// DenseNets, whose large buffers (the block buffers) are few and long-lived.
+// Greedy placement, largest first, at the lowest free offset: simple, and within a few percent of
+// optimal on DenseNets, whose large buffers (the block buffers) are few and long-lived.
 #include "runtime/memory_planner.h"
 
 #include <algorithm>

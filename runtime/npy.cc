@@ -17,7 +17,8 @@ std::string header_field(const std::string& header, const std::string& key) {
   size_t start = header.find_first_not_of(' ', colon + 1);
   if (start == std::string::npos) return "";
   if (header[start] == '(') return header.substr(start, header.find(')', start) - start + 1);
-  if (header[start] == '\'') return header.substr(start + 1, header.find('\'', start + 1) - start - 1);
+  if (header[start] == '\'')
+    return header.substr(start + 1, header.find('\'', start + 1) - start - 1);
   return header.substr(start, header.find_first_of(",}", start) - start);
 }
 
@@ -36,7 +37,9 @@ Expected<Tensor> read_npy(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) return Status::bad_argument(path + ": cannot open .npy file");
   const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  const auto bad = [&](const std::string& what) { return Status::bad_argument(path + ": " + what); };
+  const auto bad = [&](const std::string& what) {
+    return Status::bad_argument(path + ": " + what);
+  };
   if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) return bad("not a .npy file");
   const int major = static_cast<unsigned char>(bytes[6]);
   size_t header_len = 0;
@@ -46,7 +49,8 @@ Expected<Tensor> read_npy(const std::string& path) {
     offset = 10;
   } else if (major == 2 || major == 3) {
     if (bytes.size() < 12) return bad("truncated .npy header");
-    for (int i = 0; i < 4; ++i) header_len |= static_cast<size_t>(static_cast<unsigned char>(bytes[8 + i])) << (8 * i);
+    for (int i = 0; i < 4; ++i)
+      header_len |= static_cast<size_t>(static_cast<unsigned char>(bytes[8 + i])) << (8 * i);
     offset = 12;
   } else {
     return bad(".npy version " + std::to_string(major) + " is not supported");
@@ -55,7 +59,8 @@ Expected<Tensor> read_npy(const std::string& path) {
   const std::string header = bytes.substr(offset, header_len);
   offset += header_len;
 
-  if (header_field(header, "fortran_order") == "True") return bad("Fortran-ordered arrays are not supported");
+  if (header_field(header, "fortran_order") == "True")
+    return bad("Fortran-ordered arrays are not supported");
   const std::string descr = header_field(header, "descr");
   const std::string shape_text = header_field(header, "shape");
   if (shape_text.empty() || shape_text.front() != '(') return bad("header has no shape");
@@ -78,7 +83,8 @@ Expected<Tensor> read_npy(const std::string& path) {
   }
   int64_t count = 1;
   for (int64_t d : dims) {
-    if (d != 0 && count > (int64_t{1} << 40) / d) return bad("shape " + shape_text + " is too large");
+    if (d != 0 && count > (int64_t{1} << 40) / d)
+      return bad("shape " + shape_text + " is too large");
     count *= d;
   }
   size_t element_size = 0;
@@ -88,7 +94,8 @@ Expected<Tensor> read_npy(const std::string& path) {
   if (element_size == 0) return bad("element type " + descr + " is not supported");
   if (bytes.size() - offset < static_cast<size_t>(count) * element_size) {
     return bad("holds " + std::to_string(bytes.size() - offset) + " data bytes, shape " +
-               dims_to_string(dims) + " needs " + std::to_string(count * static_cast<int64_t>(element_size)));
+               dims_to_string(dims) + " needs " +
+               std::to_string(count * static_cast<int64_t>(element_size)));
   }
   Tensor tensor(dims);
   const char* data = bytes.data() + offset;
@@ -105,7 +112,8 @@ Expected<Tensor> read_npy(const std::string& path) {
 
 Status write_npy(const std::string& path, const Tensor& tensor) {
   std::string shape = "(";
-  for (size_t i = 0; i < tensor.dims.size(); ++i) shape += std::to_string(tensor.dims[i]) + ", ";
+  for (size_t i = 0; i < tensor.dims.size(); ++i)
+    shape += std::to_string(tensor.dims[i]) + ", ";
   if (tensor.dims.size() > 1) shape.resize(shape.size() - 2);
   if (tensor.dims.size() == 1) shape.resize(shape.size() - 1);
   shape += ")";
@@ -118,7 +126,8 @@ Status write_npy(const std::string& path, const Tensor& tensor) {
   if (!file) return Status::bad_argument(path + ": cannot create output file");
   const uint16_t header_len = static_cast<uint16_t>(header.size());
   file.write("\x93NUMPY\x01\x00", 8);
-  const char len_bytes[2] = {static_cast<char>(header_len & 0xff), static_cast<char>(header_len >> 8)};
+  const char len_bytes[2] = {static_cast<char>(header_len & 0xff),
+                             static_cast<char>(header_len >> 8)};
   file.write(len_bytes, 2);
   file << header;
   file.write(reinterpret_cast<const char*>(tensor.data.data()),

@@ -14,7 +14,8 @@ namespace {
 // Row-major strides of dims.
 std::vector<int64_t> strides_of(const Dims& dims) {
   std::vector<int64_t> strides(dims.size(), 1);
-  for (size_t d = dims.size(); d-- > 1;) strides[d - 1] = strides[d] * dims[d];
+  for (size_t d = dims.size(); d-- > 1;)
+    strides[d - 1] = strides[d] * dims[d];
   return strides;
 }
 
@@ -52,16 +53,19 @@ void conv(const Node& node, const Tensor& src, const Tensor& weights, const Tens
             const int64_t x_offset = kw * w.dilations[1] - w.pads[1];
             // Output columns whose input column ow*stride + x_offset lies inside the image.
             int64_t ow_begin = 0;
-            while (ow_begin < out_w && ow_begin * w.strides[1] + x_offset < 0) ++ow_begin;
+            while (ow_begin < out_w && ow_begin * w.strides[1] + x_offset < 0)
+              ++ow_begin;
             int64_t ow_end = out_w;
-            while (ow_end > ow_begin && (ow_end - 1) * w.strides[1] + x_offset >= in_w) --ow_end;
+            while (ow_end > ow_begin && (ow_end - 1) * w.strides[1] + x_offset >= in_w)
+              --ow_end;
             for (int64_t oh = 0; oh < out_h; ++oh) {
               const int64_t ih = oh * w.strides[0] - w.pads[0] + kh * w.dilations[0];
               if (ih < 0 || ih >= in_h) continue;
               const float* in_row = in + ih * in_w + x_offset;
               float* out_row = out + oh * out_w;
               if (w.strides[1] == 1) {
-                for (int64_t ow = ow_begin; ow < ow_end; ++ow) out_row[ow] += weight * in_row[ow];
+                for (int64_t ow = ow_begin; ow < ow_end; ++ow)
+                  out_row[ow] += weight * in_row[ow];
               } else {
                 for (int64_t ow = ow_begin; ow < ow_end; ++ow) {
                   out_row[ow] += weight * in_row[ow * w.strides[1]];
@@ -71,7 +75,8 @@ void conv(const Node& node, const Tensor& src, const Tensor& weights, const Tens
           }
         }
       }
-      for (int64_t i = 0; i < out_h * out_w; ++i) out[i] = attrs.activation.apply(out[i]);
+      for (int64_t i = 0; i < out_h * out_w; ++i)
+        out[i] = attrs.activation.apply(out[i]);
     }
   }
 }
@@ -88,22 +93,26 @@ void batch_norm(const Node& node, const std::vector<const Tensor*>& in, Tensor& 
       const float shift = in[2]->data[c] - in[3]->data[c] * scale;
       const float* s = src.data.data() + (n * channels + c) * plane;
       float* d = dst.data.data() + (n * channels + c) * plane;
-      for (int64_t i = 0; i < plane; ++i) d[i] = attrs.activation.apply(s[i] * scale + shift);
+      for (int64_t i = 0; i < plane; ++i)
+        d[i] = attrs.activation.apply(s[i] * scale + shift);
     }
   }
 }
 
 template <typename F>
 void unary(const Tensor& src, Tensor& dst, F f) {
-  for (size_t i = 0; i < src.data.size(); ++i) dst.data[i] = f(src.data[i]);
+  for (size_t i = 0; i < src.data.size(); ++i)
+    dst.data[i] = f(src.data[i]);
 }
 
 void concat(const Node& node, const std::vector<const Tensor*>& in, Tensor& dst) {
   const size_t axis = static_cast<size_t>(node.attrs_as<AxisAttrs>().axis);
   int64_t outer = 1;
-  for (size_t d = 0; d < axis; ++d) outer *= dst.dims[d];
+  for (size_t d = 0; d < axis; ++d)
+    outer *= dst.dims[d];
   int64_t inner = 1;
-  for (size_t d = axis + 1; d < dst.dims.size(); ++d) inner *= dst.dims[d];
+  for (size_t d = axis + 1; d < dst.dims.size(); ++d)
+    inner *= dst.dims[d];
   const int64_t dst_row = dst.dims[axis] * inner;
   int64_t offset = 0;
   for (const Tensor* t : in) {
@@ -163,7 +172,8 @@ void global_average_pool(const Tensor& src, Tensor& dst) {
   const int64_t size = src.dims[2] * src.dims[3];
   for (int64_t p = 0; p < planes; ++p) {
     double sum = 0.0;
-    for (int64_t i = 0; i < size; ++i) sum += src.data[p * size + i];
+    for (int64_t i = 0; i < size; ++i)
+      sum += src.data[p * size + i];
     dst.data[p] = static_cast<float>(sum / static_cast<double>(size));
   }
 }
@@ -198,9 +208,11 @@ void gemm(const Node& node, const std::vector<const Tensor*>& in, Tensor& dst) {
   if (c) {
     // Broadcast C to [m, n] by giving its size-1 (or missing) dims a zero stride.
     c_dims = c->dims;
-    while (c_dims.size() < 2) c_dims.insert(c_dims.begin(), 1);
+    while (c_dims.size() < 2)
+      c_dims.insert(c_dims.begin(), 1);
     c_strides = strides_of(c_dims);
-    for (size_t d = 0; d < 2; ++d) if (c_dims[d] == 1) c_strides[d] = 0;
+    for (size_t d = 0; d < 2; ++d)
+      if (c_dims[d] == 1) c_strides[d] = 0;
   }
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i) {
@@ -224,7 +236,8 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& dst) {
   for (int64_t i = 0; i < rows; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       double acc = 0.0;
-      for (int64_t p = 0; p < k; ++p) acc += static_cast<double>(a.data[i * k + p]) * b.data[p * n + j];
+      for (int64_t p = 0; p < k; ++p)
+        acc += static_cast<double>(a.data[i * k + p]) * b.data[p * n + j];
       dst.data[i * n + j] = static_cast<float>(acc);
     }
   }
@@ -237,7 +250,8 @@ void binary(OpType op, const Tensor& a, const Tensor& b, Tensor& dst) {
     Dims dims(rank - t.dims.size(), 1);
     dims.insert(dims.end(), t.dims.begin(), t.dims.end());
     auto strides = strides_of(dims);
-    for (size_t d = 0; d < rank; ++d) if (dims[d] == 1) strides[d] = 0;
+    for (size_t d = 0; d < rank; ++d)
+      if (dims[d] == 1) strides[d] = 0;
     return strides;
   };
   const auto a_strides = broadcast_strides(a);
@@ -252,10 +266,18 @@ void binary(OpType op, const Tensor& a, const Tensor& b, Tensor& dst) {
     }
     const float x = a.data[ai], y = b.data[bi];
     switch (op) {
-      case OpType::kAdd: dst.data[i] = x + y; break;
-      case OpType::kSub: dst.data[i] = x - y; break;
-      case OpType::kMul: dst.data[i] = x * y; break;
-      default: dst.data[i] = x / y; break;
+      case OpType::kAdd:
+        dst.data[i] = x + y;
+        break;
+      case OpType::kSub:
+        dst.data[i] = x - y;
+        break;
+      case OpType::kMul:
+        dst.data[i] = x * y;
+        break;
+      default:
+        dst.data[i] = x / y;
+        break;
     }
   }
 }
@@ -264,18 +286,22 @@ void softmax(const Node& node, const Tensor& src, Tensor& dst) {
   const size_t axis = static_cast<size_t>(node.attrs_as<AxisAttrs>().axis);
   const int64_t extent = src.dims[axis];
   int64_t inner = 1;
-  for (size_t d = axis + 1; d < src.dims.size(); ++d) inner *= src.dims[d];
+  for (size_t d = axis + 1; d < src.dims.size(); ++d)
+    inner *= src.dims[d];
   const int64_t outer = dims_product(src.dims, 0, axis);
   for (int64_t o = 0; o < outer; ++o) {
     for (int64_t i = 0; i < inner; ++i) {
       const float* s = src.data.data() + o * extent * inner + i;
       float* d = dst.data.data() + o * extent * inner + i;
       float max_value = -std::numeric_limits<float>::infinity();
-      for (int64_t e = 0; e < extent; ++e) max_value = std::max(max_value, s[e * inner]);
+      for (int64_t e = 0; e < extent; ++e)
+        max_value = std::max(max_value, s[e * inner]);
       double sum = 0.0;
-      for (int64_t e = 0; e < extent; ++e) sum += std::exp(static_cast<double>(s[e * inner] - max_value));
+      for (int64_t e = 0; e < extent; ++e)
+        sum += std::exp(static_cast<double>(s[e * inner] - max_value));
       for (int64_t e = 0; e < extent; ++e) {
-        d[e * inner] = static_cast<float>(std::exp(static_cast<double>(s[e * inner] - max_value)) / sum);
+        d[e * inner] =
+            static_cast<float>(std::exp(static_cast<double>(s[e * inner] - max_value)) / sum);
       }
     }
   }
@@ -300,9 +326,11 @@ void reduce_mean(const Node& node, const Tensor& src, Tensor& dst) {
   const auto& axes = node.attrs_as<AxesAttrs>().axes;
   const size_t rank = src.dims.size();
   std::vector<bool> reduced(rank, axes.empty());
-  for (int64_t axis : axes) reduced[static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis)] = true;
+  for (int64_t axis : axes)
+    reduced[static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis)] = true;
   Dims kept_dims = src.dims;
-  for (size_t d = 0; d < rank; ++d) if (reduced[d]) kept_dims[d] = 1;
+  for (size_t d = 0; d < rank; ++d)
+    if (reduced[d]) kept_dims[d] = 1;
   const auto src_strides = strides_of(src.dims);
   const auto kept_strides = strides_of(kept_dims);
   std::vector<double> sums(static_cast<size_t>(dst.numel()), 0.0);
@@ -314,15 +342,16 @@ void reduce_mean(const Node& node, const Tensor& src, Tensor& dst) {
     sums[static_cast<size_t>(bucket)] += src.data[i];
   }
   const double count = static_cast<double>(src.numel()) / static_cast<double>(dst.numel());
-  for (size_t i = 0; i < sums.size(); ++i) dst.data[i] = static_cast<float>(sums[i] / count);
+  for (size_t i = 0; i < sums.size(); ++i)
+    dst.data[i] = static_cast<float>(sums[i] / count);
 }
 
 }  // namespace
 
 Expected<int64_t> batch_from_inputs(const Graph& graph, const std::vector<Dims>& input_dims) {
   if (input_dims.size() != graph.inputs.size()) {
-    return Status::bad_argument("model takes " + std::to_string(graph.inputs.size()) +
-                                " inputs, " + std::to_string(input_dims.size()) + " given");
+    return Status::bad_argument("model takes " + std::to_string(graph.inputs.size()) + " inputs, " +
+                                std::to_string(input_dims.size()) + " given");
   }
   int64_t batch = -1;
   for (size_t i = 0; i < input_dims.size(); ++i) {
@@ -349,10 +378,12 @@ Expected<int64_t> batch_from_inputs(const Graph& graph, const std::vector<Dims>&
 Expected<std::vector<Tensor>> run_reference_node(const Graph& graph, const Node& node,
                                                  const std::vector<const Tensor*>& in) {
   std::vector<Dims> input_dims;
-  for (const Tensor* t : in) input_dims.push_back(t ? t->dims : Dims{});
+  for (const Tensor* t : in)
+    input_dims.push_back(t ? t->dims : Dims{});
   DENSERT_ASSIGN_OR_RETURN(std::vector<Dims> out_dims, node_output_shapes(graph, node, input_dims));
   std::vector<Tensor> out;
-  for (Dims& dims : out_dims) out.emplace_back(std::move(dims));
+  for (Dims& dims : out_dims)
+    out.emplace_back(std::move(dims));
   Tensor& dst = out[0];
   switch (node.op) {
     case OpType::kConv:
@@ -412,7 +443,8 @@ Expected<std::vector<Tensor>> run_reference_node(const Graph& graph, const Node&
       reduce_mean(node, *in[0], dst);
       break;
   }
-  for (size_t i = 1; i < out.size(); ++i) out[i].data = out[0].data;
+  for (size_t i = 1; i < out.size(); ++i)
+    out[i].data = out[0].data;
   return out;
 }
 
@@ -434,10 +466,12 @@ Expected<std::vector<Tensor>> run_reference(const Graph& graph, const std::vecto
       if (in != kNoValue) ++remaining_reads[in];
     }
   }
-  for (ValueId out : graph.outputs) ++remaining_reads[out];
+  for (ValueId out : graph.outputs)
+    ++remaining_reads[out];
 
   std::vector<Tensor> values(graph.values.size());
-  for (size_t i = 0; i < inputs.size(); ++i) values[graph.inputs[i]] = inputs[i];
+  for (size_t i = 0; i < inputs.size(); ++i)
+    values[graph.inputs[i]] = inputs[i];
   for (const Node& node : graph.nodes) {
     std::vector<const Tensor*> in;
     for (ValueId id : node.inputs) {
@@ -448,7 +482,8 @@ Expected<std::vector<Tensor>> run_reference(const Graph& graph, const std::vecto
       }
     }
     DENSERT_ASSIGN_OR_RETURN(std::vector<Tensor> out, run_reference_node(graph, node, in));
-    for (size_t i = 0; i < node.outputs.size(); ++i) values[node.outputs[i]] = std::move(out[i]);
+    for (size_t i = 0; i < node.outputs.size(); ++i)
+      values[node.outputs[i]] = std::move(out[i]);
     for (ValueId id : node.inputs) {
       if (id != kNoValue && !graph.value(id).is_constant() && --remaining_reads[id] == 0) {
         values[id] = Tensor();

@@ -13,8 +13,8 @@ Status shape_error(const Node& node, const std::string& what) {
 Expected<int64_t> normalize_axis(const Node& node, int64_t axis, size_t rank) {
   const int64_t r = static_cast<int64_t>(rank);
   if (axis < -r || axis >= r) {
-    return shape_error(node, "axis " + std::to_string(axis) + " is out of range for rank " +
-                                 std::to_string(rank));
+    return shape_error(
+        node, "axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
   }
   return axis < 0 ? axis + r : axis;
 }
@@ -31,9 +31,9 @@ Expected<Dims> window_shape(const Node& node, const Dims& src, const Window& w, 
                             bool ceil_mode) {
   Dims out = {src[0], channels, 0, 0};
   for (int axis = 0; axis < 2; ++axis) {
-    const int64_t size = window_output_size(src[2 + axis], w.kernel[axis], w.strides[axis],
-                                            w.dilations[axis], w.pads[axis], w.pads[2 + axis],
-                                            ceil_mode);
+    const int64_t size =
+        window_output_size(src[2 + axis], w.kernel[axis], w.strides[axis], w.dilations[axis],
+                           w.pads[axis], w.pads[2 + axis], ceil_mode);
     if (size <= 0) {
       return shape_error(node, "window " + std::to_string(w.kernel[axis]) +
                                    " does not fit spatial size " + std::to_string(src[2 + axis]));
@@ -57,8 +57,8 @@ Expected<Dims> conv_shape(const Graph& graph, const Node& node, const std::vecto
                                  " are not divisible by group " + std::to_string(attrs.group));
   }
   if (w[2] != attrs.window.kernel[0] || w[3] != attrs.window.kernel[1]) {
-    return shape_error(node, "weights kernel " + std::to_string(w[2]) + "x" +
-                                 std::to_string(w[3]) + " differs from kernel_shape");
+    return shape_error(node, "weights kernel " + std::to_string(w[2]) + "x" + std::to_string(w[3]) +
+                                 " differs from kernel_shape");
   }
   if (in.size() > 2 && !in[2].empty() && (in[2].size() != 1 || in[2][0] != w[0])) {
     return shape_error(node, "bias has shape " + dims_to_string(in[2]) + ", expected [" +
@@ -113,7 +113,8 @@ Expected<Dims> reshape_shape(const Node& node, const Dims& src) {
   int64_t known = 1;
   for (size_t i = 0; i < out.size(); ++i) {
     if (out[i] == 0 && !attrs.allow_zero) {
-      if (i >= src.size()) return shape_error(node, "shape copies dim " + std::to_string(i) + " that src lacks");
+      if (i >= src.size())
+        return shape_error(node, "shape copies dim " + std::to_string(i) + " that src lacks");
       out[i] = src[i];
     }
     if (out[i] == -1) {
@@ -127,8 +128,8 @@ Expected<Dims> reshape_shape(const Node& node, const Dims& src) {
   const int64_t total = num_elements(src);
   if (infer_at >= 0) {
     if (known == 0 || total % known != 0) {
-      return shape_error(node, "cannot reshape " + dims_to_string(src) + " to " +
-                                   target_to_string(attrs.shape));
+      return shape_error(
+          node, "cannot reshape " + dims_to_string(src) + " to " + target_to_string(attrs.shape));
     }
     out[static_cast<size_t>(infer_at)] = total / known;
   } else if (known != total) {
@@ -147,8 +148,8 @@ Expected<Dims> gemm_shape(const Node& node, const std::vector<Dims>& in) {
   const int64_t kb = attrs.trans_b ? in[1][1] : in[1][0];
   const int64_t n = attrs.trans_b ? in[1][0] : in[1][1];
   if (k != kb) {
-    return shape_error(node, "A has inner dim " + std::to_string(k) + ", B has " +
-                                 std::to_string(kb));
+    return shape_error(node,
+                       "A has inner dim " + std::to_string(k) + ", B has " + std::to_string(kb));
   }
   Dims out = {m, n};
   if (in.size() > 2 && !in[2].empty()) {
@@ -169,8 +170,8 @@ Expected<Dims> matmul_shape(const Node& node, const std::vector<Dims>& in) {
                                  std::to_string(a.size()) + " and " + std::to_string(b.size()));
   }
   if (a.back() != b[0]) {
-    return shape_error(node, "A has inner dim " + std::to_string(a.back()) + ", B has " +
-                                 std::to_string(b[0]));
+    return shape_error(
+        node, "A has inner dim " + std::to_string(a.back()) + ", B has " + std::to_string(b[0]));
   }
   Dims out = a;
   out.back() = b[1];
@@ -181,7 +182,8 @@ Expected<Dims> squeeze_shape(const Node& node, const Dims& src) {
   const auto& attrs = node.attrs_as<AxesAttrs>();
   std::vector<bool> drop(src.size(), false);
   if (attrs.axes.empty()) {
-    for (size_t d = 0; d < src.size(); ++d) drop[d] = src[d] == 1;
+    for (size_t d = 0; d < src.size(); ++d)
+      drop[d] = src[d] == 1;
   }
   for (int64_t axis : attrs.axes) {
     DENSERT_ASSIGN_OR_RETURN(int64_t a, normalize_axis(node, axis, src.size()));
@@ -204,12 +206,14 @@ Expected<Dims> unsqueeze_shape(const Node& node, const Dims& src) {
   std::vector<bool> inserted(rank, false);
   for (int64_t axis : attrs.axes) {
     DENSERT_ASSIGN_OR_RETURN(int64_t a, normalize_axis(node, axis, rank));
-    if (inserted[static_cast<size_t>(a)]) return shape_error(node, "repeats axis " + std::to_string(a));
+    if (inserted[static_cast<size_t>(a)])
+      return shape_error(node, "repeats axis " + std::to_string(a));
     inserted[static_cast<size_t>(a)] = true;
   }
   Dims out;
   size_t next = 0;
-  for (size_t d = 0; d < rank; ++d) out.push_back(inserted[d] ? 1 : src[next++]);
+  for (size_t d = 0; d < rank; ++d)
+    out.push_back(inserted[d] ? 1 : src[next++]);
   return out;
 }
 
@@ -275,7 +279,8 @@ Expected<Dims> single_output_shape(const Graph& graph, const Node& node,
       Dims out = in[0];
       for (size_t d = 0; d < out.size(); ++d) {
         out[d] += pads[d] + pads[d + out.size()];
-        if (out[d] < 0) return shape_error(node, "pads make axis " + std::to_string(d) + " negative");
+        if (out[d] < 0)
+          return shape_error(node, "pads make axis " + std::to_string(d) + " negative");
       }
       return out;
     }
@@ -411,18 +416,22 @@ Expected<std::vector<Dims>> node_output_shapes(const Graph& graph, const Node& n
 }
 
 Expected<std::vector<Dims>> infer_shapes(const Graph& graph, int64_t batch) {
-  if (batch <= 0) return Status::bad_argument("batch size " + std::to_string(batch) + " must be positive");
+  if (batch <= 0)
+    return Status::bad_argument("batch size " + std::to_string(batch) + " must be positive");
   std::vector<Dims> shapes(graph.values.size());
   for (size_t v = 0; v < graph.values.size(); ++v) {
     if (graph.values[v].is_constant()) shapes[v] = graph.values[v].constant->dims;
   }
-  for (ValueId in : graph.inputs) shapes[in] = resolve_batch(graph.value(in).dims, batch);
+  for (ValueId in : graph.inputs)
+    shapes[in] = resolve_batch(graph.value(in).dims, batch);
   for (const Node& node : graph.nodes) {
     std::vector<Dims> input_dims;
     input_dims.reserve(node.inputs.size());
-    for (ValueId in : node.inputs) input_dims.push_back(in == kNoValue ? Dims{} : shapes[in]);
+    for (ValueId in : node.inputs)
+      input_dims.push_back(in == kNoValue ? Dims{} : shapes[in]);
     DENSERT_ASSIGN_OR_RETURN(std::vector<Dims> out, node_output_shapes(graph, node, input_dims));
-    for (size_t i = 0; i < node.outputs.size(); ++i) shapes[node.outputs[i]] = std::move(out[i]);
+    for (size_t i = 0; i < node.outputs.size(); ++i)
+      shapes[node.outputs[i]] = std::move(out[i]);
   }
   return shapes;
 }

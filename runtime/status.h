@@ -33,9 +33,7 @@ class [[nodiscard]] Status {
   static Status bad_argument(std::string message) {
     return {ErrorKind::kBadArgument, std::move(message)};
   }
-  static Status internal(std::string message) {
-    return {ErrorKind::kInternal, std::move(message)};
-  }
+  static Status internal(std::string message) { return {ErrorKind::kInternal, std::move(message)}; }
 
   bool ok() const { return kind_ == ErrorKind::kOk; }
   ErrorKind kind() const { return kind_; }
@@ -58,7 +56,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Expected {
  public:
-  Expected(T value) : storage_(std::move(value)) {}  // NOLINT: implicit by design
+  Expected(T value) : storage_(std::move(value)) {}         // NOLINT: implicit by design
   Expected(Status status) : storage_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool ok() const { return std::holds_alternative<T>(storage_); }
@@ -83,9 +81,9 @@ class [[nodiscard]] Expected {
 #define DENSERT_CONCAT_INNER(a, b) a##b
 #define DENSERT_CONCAT(a, b) DENSERT_CONCAT_INNER(a, b)
 
-#define DENSERT_RETURN_IF_ERROR(expr)            \
-  do {                                           \
-    ::densert::Status densert_status_ = (expr);  \
+#define DENSERT_RETURN_IF_ERROR(expr)                  \
+  do {                                                 \
+    ::densert::Status densert_status_ = (expr);        \
     if (!densert_status_.ok()) return densert_status_; \
   } while (0)
 

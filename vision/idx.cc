@@ -19,7 +19,8 @@ Expected<IdxArray> read_idx(const std::string& path, int rank) {
   gzclose(file);
   if (failed) return Status::bad_argument(path + ": corrupt gzip data");
   if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] != rank) {
-    return Status::bad_argument(path + ": not an IDX file of unsigned bytes with " + std::to_string(rank) + " dims");
+    return Status::bad_argument(path + ": not an IDX file of unsigned bytes with " +
+                                std::to_string(rank) + " dims");
   }
   IdxArray array;
   size_t offset = 4;
@@ -35,7 +36,8 @@ Expected<IdxArray> read_idx(const std::string& path, int rank) {
   if (static_cast<int64_t>(bytes.size() - offset) < count) {
     return Status::bad_argument(path + ": holds fewer values than its header says");
   }
-  array.values.assign(bytes.begin() + static_cast<long>(offset), bytes.begin() + static_cast<long>(offset + count));
+  array.values.assign(bytes.begin() + static_cast<long>(offset),
+                      bytes.begin() + static_cast<long>(offset + count));
   return array;
 }
 

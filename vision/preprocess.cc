@@ -40,9 +40,12 @@ std::string truncation_cause(const std::vector<unsigned char>& b) {
 }
 
 // Pixel values as float 0..255, in the model's colour order and channel count.
-Expected<cv::Mat> to_model_colors(const cv::Mat& decoded, const Preprocessing& p, const std::string& name) {
+Expected<cv::Mat> to_model_colors(const cv::Mat& decoded, const Preprocessing& p,
+                                  const std::string& name) {
   cv::Mat pixels;
-  const double to_8bit = decoded.depth() == CV_16U ? 255.0 / 65535.0 : decoded.depth() == CV_8U ? 1.0 : -1.0;
+  const double to_8bit = decoded.depth() == CV_16U  ? 255.0 / 65535.0
+                         : decoded.depth() == CV_8U ? 1.0
+                                                    : -1.0;
   if (to_8bit < 0) return bad_image(name, "unsupported pixel depth");
   decoded.convertTo(pixels, CV_32F, to_8bit);
   cv::Mat converted;
@@ -68,14 +71,18 @@ Expected<cv::Mat> to_model_colors(const cv::Mat& decoded, const Preprocessing& p
   return converted;
 }
 
-Expected<Tensor> preprocess_mat(const cv::Mat& decoded, const std::string& name, const Preprocessing& p);
+Expected<Tensor> preprocess_mat(const cv::Mat& decoded, const std::string& name,
+                                const Preprocessing& p);
 
 Expected<std::vector<float>> float_list(const nlohmann::json& value, const char* key) {
   std::vector<float> out;
   if (value.is_number()) return std::vector<float>{value.get<float>()};
-  if (!value.is_array()) return Status::bad_argument(std::string("preprocessing \"") + key + "\" must be a number or a list");
+  if (!value.is_array())
+    return Status::bad_argument(std::string("preprocessing \"") + key +
+                                "\" must be a number or a list");
   for (const auto& item : value) {
-    if (!item.is_number()) return Status::bad_argument(std::string("preprocessing \"") + key + "\" holds a non-number");
+    if (!item.is_number())
+      return Status::bad_argument(std::string("preprocessing \"") + key + "\" holds a non-number");
     out.push_back(item.get<float>());
   }
   return out;
@@ -164,7 +171,8 @@ Expected<Preprocessing> parse_preprocessing(const std::string& text, const Dims&
       } else if (color == "gray" || color == "grey") {
         p.color = Preprocessing::Color::kGray;
       } else {
-        return Status::bad_argument("preprocessing color \"" + color + "\" is not rgb, bgr or gray");
+        return Status::bad_argument("preprocessing color \"" + color +
+                                    "\" is not rgb, bgr or gray");
       }
     }
     if (json.contains("scale")) p.scale = json["scale"].get<float>();
@@ -179,7 +187,8 @@ Expected<Preprocessing> parse_preprocessing(const std::string& text, const Dims&
                                  "\"; densert feeds NCHW");
     }
   } catch (const nlohmann::json::exception& e) {
-    return Status::bad_argument(std::string("preprocessing has a field of the wrong type: ") + e.what());
+    return Status::bad_argument(std::string("preprocessing has a field of the wrong type: ") +
+                                e.what());
   }
   for (float s : p.std) {
     if (s == 0.0f) return Status::bad_argument("preprocessing std has a zero");
@@ -187,8 +196,8 @@ Expected<Preprocessing> parse_preprocessing(const std::string& text, const Dims&
   return p;
 }
 
-Expected<Preprocessing> preprocessing_from_metadata(const std::map<std::string, std::string>& metadata,
-                                                    const Dims& input_dims) {
+Expected<Preprocessing> preprocessing_from_metadata(
+    const std::map<std::string, std::string>& metadata, const Dims& input_dims) {
   auto it = metadata.find(kPreprocessKey);
   if (it == metadata.end()) {
     // Without metadata, a 3-channel 224x224 model is most likely a torchvision one.
@@ -205,7 +214,8 @@ Expected<Preprocessing> preprocessing_from_metadata(const std::map<std::string, 
     return p;
   }
   Expected<Preprocessing> parsed = parse_preprocessing(it->second, input_dims);
-  if (!parsed.ok()) return parsed.status().with_context(std::string("model metadata ") + kPreprocessKey);
+  if (!parsed.ok())
+    return parsed.status().with_context(std::string("model metadata ") + kPreprocessKey);
   return parsed;
 }
 
@@ -219,7 +229,8 @@ Expected<Tensor> decode_image(const std::vector<unsigned char>& bytes, const std
   } catch (const cv::Exception& e) {
     return bad_image(name, "cannot be decoded: " + e.msg);
   }
-  if (decoded.empty()) return bad_image(name, "not a readable image (JPEG, PNG, BMP, WebP or TIFF)");
+  if (decoded.empty())
+    return bad_image(name, "not a readable image (JPEG, PNG, BMP, WebP or TIFF)");
   return preprocess_mat(decoded, name, p);
 }
 
@@ -228,13 +239,15 @@ Expected<Tensor> preprocess_pixels(const unsigned char* pixels, int height, int 
   if (!pixels || height <= 0 || width <= 0 || (channels != 1 && channels != 3)) {
     return Status::bad_argument("pixels must be 8-bit with 1 or 3 channels and a positive size");
   }
-  const cv::Mat image(height, width, channels == 1 ? CV_8UC1 : CV_8UC3, const_cast<unsigned char*>(pixels));
+  const cv::Mat image(height, width, channels == 1 ? CV_8UC1 : CV_8UC3,
+                      const_cast<unsigned char*>(pixels));
   return preprocess_mat(image, "pixels", p);
 }
 
 namespace {
 
-Expected<Tensor> preprocess_mat(const cv::Mat& decoded, const std::string& name, const Preprocessing& p) {
+Expected<Tensor> preprocess_mat(const cv::Mat& decoded, const std::string& name,
+                                const Preprocessing& p) {
   DENSERT_ASSIGN_OR_RETURN(cv::Mat pixels, to_model_colors(decoded, p, name));
 
   cv::Mat resized;
@@ -257,12 +270,13 @@ Expected<Tensor> preprocess_mat(const cv::Mat& decoded, const std::string& name,
     }
     const int top = static_cast<int>(std::lround((new_h - p.height) / 2.0));
     const int left = static_cast<int>(std::lround((new_w - p.width) / 2.0));
-    resized = scaled(cv::Rect(left, top, static_cast<int>(p.width), static_cast<int>(p.height))).clone();
+    resized =
+        scaled(cv::Rect(left, top, static_cast<int>(p.width), static_cast<int>(p.height))).clone();
   } else if (pixels.rows == p.height && pixels.cols == p.width) {
     resized = pixels;
   } else {
-    cv::resize(pixels, resized, cv::Size(static_cast<int>(p.width), static_cast<int>(p.height)), 0, 0,
-               cv::INTER_LINEAR);
+    cv::resize(pixels, resized, cv::Size(static_cast<int>(p.width), static_cast<int>(p.height)), 0,
+               0, cv::INTER_LINEAR);
   }
 
   const int channels = resized.channels();
@@ -286,7 +300,8 @@ Expected<Tensor> preprocess_mat(const cv::Mat& decoded, const std::string& name,
 Expected<Tensor> load_image(const std::string& path, const Preprocessing& p) {
   std::ifstream file(path, std::ios::binary);
   if (!file) return bad_image(path, "cannot be opened");
-  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(file)),
+                                   std::istreambuf_iterator<char>());
   if (file.bad()) return bad_image(path, "cannot be read");
   return decode_image(bytes, path, p);
 }
@@ -300,20 +315,25 @@ Expected<std::vector<std::string>> read_labels(const std::string& path) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     labels.push_back(line);
   }
-  while (!labels.empty() && labels.back().empty()) labels.pop_back();
+  while (!labels.empty() && labels.back().empty())
+    labels.pop_back();
   return labels;
 }
 
-Expected<std::vector<std::string>> labels_from_metadata(const std::map<std::string, std::string>& metadata) {
+Expected<std::vector<std::string>> labels_from_metadata(
+    const std::map<std::string, std::string>& metadata) {
   auto it = metadata.find(kLabelsKey);
   if (it == metadata.end()) return std::vector<std::string>{};
   nlohmann::json json = nlohmann::json::parse(it->second, nullptr, false);
   if (json.is_discarded() || !json.is_array()) {
-    return Status::invalid_model(std::string("model metadata ") + kLabelsKey + " is not a JSON array");
+    return Status::invalid_model(std::string("model metadata ") + kLabelsKey +
+                                 " is not a JSON array");
   }
   std::vector<std::string> labels;
   for (const auto& item : json) {
-    if (!item.is_string()) return Status::invalid_model(std::string("model metadata ") + kLabelsKey + " holds a non-string");
+    if (!item.is_string())
+      return Status::invalid_model(std::string("model metadata ") + kLabelsKey +
+                                   " holds a non-string");
     labels.push_back(item.get<std::string>());
   }
   return labels;

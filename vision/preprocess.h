@@ -38,8 +38,8 @@ inline constexpr const char* kLabelsKey = "densert.labels";
 
 // Reads a model's preprocessing from its metadata_props; fills height and width from the
 // model's input when the metadata leaves them out.
-Expected<Preprocessing> preprocessing_from_metadata(const std::map<std::string, std::string>& metadata,
-                                                    const Dims& input_dims);
+Expected<Preprocessing> preprocessing_from_metadata(
+    const std::map<std::string, std::string>& metadata, const Dims& input_dims);
 // Parses the JSON form used in metadata and on the command line.
 Expected<Preprocessing> parse_preprocessing(const std::string& json, const Dims& input_dims);
 // Named presets: "imagenet", "caffe".
@@ -59,6 +59,7 @@ Expected<Tensor> preprocess_pixels(const unsigned char* pixels, int height, int 
 // Class names from a file with one label per line.
 Expected<std::vector<std::string>> read_labels(const std::string& path);
 // Class names from the model's metadata (a JSON array), empty if absent.
-Expected<std::vector<std::string>> labels_from_metadata(const std::map<std::string, std::string>& metadata);
+Expected<std::vector<std::string>> labels_from_metadata(
+    const std::map<std::string, std::string>& metadata);
 
 }  // namespace densert

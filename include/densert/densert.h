@@ -27,24 +27,20 @@ extern "C" {
 
 typedef enum densert_status {
   DENSERT_OK = 0,
-  DENSERT_INVALID_MODEL = 1,  /* the model file or graph is malformed */
-  DENSERT_UNSUPPORTED = 2,    /* valid, but uses something densert does not implement */
-  DENSERT_BAD_ARGUMENT = 3,   /* a null pointer, wrong size, unreadable file, ... */
-  DENSERT_INTERNAL_ERROR = 4  /* a bug in densert or a failure of a dependency */
+  DENSERT_INVALID_MODEL = 1, /* the model file or graph is malformed */
+  DENSERT_UNSUPPORTED = 2,   /* valid, but uses something densert does not implement */
+  DENSERT_BAD_ARGUMENT = 3,  /* a null pointer, wrong size, unreadable file, ... */
+  DENSERT_INTERNAL_ERROR = 4 /* a bug in densert or a failure of a dependency */
 } densert_status;
 
-typedef enum densert_precision {
-  DENSERT_PRECISION_F32 = 0
-} densert_precision;
+typedef enum densert_precision { DENSERT_PRECISION_F32 = 0 } densert_precision;
 
-typedef enum densert_element_type {
-  DENSERT_FLOAT32 = 1
-} densert_element_type;
+typedef enum densert_element_type { DENSERT_FLOAT32 = 1 } densert_element_type;
 
 #define DENSERT_MAX_DIMS 8
 
 typedef struct densert_tensor_info {
-  const char* name;  /* owned by the model, valid while it lives */
+  const char* name; /* owned by the model, valid while it lives */
   densert_element_type element_type;
   int rank;
   int64_t dims[DENSERT_MAX_DIMS]; /* -1 marks the batch dimension, fixed per run */

@@ -38,7 +38,8 @@ struct TensorInfo {
   // Elements of one image: the product of every dim but the batch.
   int64_t elements_per_image() const {
     int64_t count = 1;
-    for (int64_t d : dims) count *= d < 0 ? 1 : d;
+    for (int64_t d : dims)
+      count *= d < 0 ? 1 : d;
     return count;
   }
 };
@@ -77,8 +78,12 @@ class Model {
     return Model(raw);
   }
 
-  std::vector<TensorInfo> inputs() const { return infos(densert_model_input_count(get()), densert_model_input_info); }
-  std::vector<TensorInfo> outputs() const { return infos(densert_model_output_count(get()), densert_model_output_info); }
+  std::vector<TensorInfo> inputs() const {
+    return infos(densert_model_input_count(get()), densert_model_input_info);
+  }
+  std::vector<TensorInfo> outputs() const {
+    return infos(densert_model_output_count(get()), densert_model_output_info);
+  }
 
   // The class name of an output index, or "" if the model has no labels.
   std::string label(int64_t index) const {
@@ -125,9 +130,11 @@ class Context {
   void run(int64_t batch, std::span<const std::span<const float>> inputs,
            std::span<const std::span<float>> outputs) {
     std::vector<const float*> in;
-    for (auto s : inputs) in.push_back(s.data());
+    for (auto s : inputs)
+      in.push_back(s.data());
     std::vector<float*> out;
-    for (auto s : outputs) out.push_back(s.data());
+    for (auto s : outputs)
+      out.push_back(s.data());
     check_sizes(batch, model_.inputs(), inputs);
     check_sizes(batch, model_.outputs(), outputs);
     detail::check(densert_run(raw_.get(), batch, in.data(), in.size(), out.data(), out.size()));
@@ -135,7 +142,8 @@ class Context {
 
   // The common case: one input, one output.
   std::vector<float> run(int64_t batch, std::span<const float> input) {
-    std::vector<float> output(static_cast<size_t>(batch * model_.outputs().at(0).elements_per_image()));
+    std::vector<float> output(
+        static_cast<size_t>(batch * model_.outputs().at(0).elements_per_image()));
     const std::span<const float> inputs[] = {input};
     const std::span<float> outputs[] = {output};
     run(batch, inputs, outputs);
@@ -144,16 +152,19 @@ class Context {
 
  private:
   template <typename Span>
-  static void check_sizes(int64_t batch, const std::vector<TensorInfo>& infos, std::span<const Span> spans) {
+  static void check_sizes(int64_t batch, const std::vector<TensorInfo>& infos,
+                          std::span<const Span> spans) {
     if (spans.size() != infos.size()) {
-      throw Error(DENSERT_BAD_ARGUMENT, "model has " + std::to_string(infos.size()) + " tensors there, " +
-                                            std::to_string(spans.size()) + " given");
+      throw Error(DENSERT_BAD_ARGUMENT, "model has " + std::to_string(infos.size()) +
+                                            " tensors there, " + std::to_string(spans.size()) +
+                                            " given");
     }
     for (size_t i = 0; i < spans.size(); ++i) {
       const size_t needed = static_cast<size_t>(batch * infos[i].elements_per_image());
       if (spans[i].size() != needed) {
-        throw Error(DENSERT_BAD_ARGUMENT, "tensor \"" + infos[i].name + "\" needs " + std::to_string(needed) +
-                                              " floats for batch " + std::to_string(batch) + ", " +
+        throw Error(DENSERT_BAD_ARGUMENT, "tensor \"" + infos[i].name + "\" needs " +
+                                              std::to_string(needed) + " floats for batch " +
+                                              std::to_string(batch) + ", " +
                                               std::to_string(spans[i].size()) + " given");
       }
     }
@@ -166,6 +177,8 @@ class Context {
   std::unique_ptr<densert_context, Deleter> raw_;
 };
 
-inline std::string version() { return densert_version(); }
+inline std::string version() {
+  return densert_version();
+}
 
 }  // namespace densert

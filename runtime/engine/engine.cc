@@ -37,15 +37,17 @@ using dnnl::memory;
 using Tag = dnnl::memory::format_tag;
 constexpr int64_t kBlock = 16;
 
-int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+int64_t round_up(int64_t x, int64_t m) {
+  return (x + m - 1) / m * m;
+}
 
 struct Placement {
   bool blocked = false;
-  int request = -1;     // memory request that owns the bytes
-  int64_t offset = 0;   // floats from the start of the request
-  Dims dims;            // logical dims of one image
-  int64_t physical_channels = 0;      // blocked only
-  std::vector<int64_t> channel_map;   // blocked only: physical channel of each logical one
+  int request = -1;                  // memory request that owns the bytes
+  int64_t offset = 0;                // floats from the start of the request
+  Dims dims;                         // logical dims of one image
+  int64_t physical_channels = 0;     // blocked only
+  std::vector<int64_t> channel_map;  // blocked only: physical channel of each logical one
   bool constant = false;
 
   int64_t height() const { return dims.size() == 4 ? dims[2] : 1; }
@@ -66,7 +68,8 @@ Placement blocked_placement(const Dims& dims) {
   p.blocked = true;
   p.dims = dims;
   p.physical_channels = round_up(dims[1], kBlock);
-  for (int64_t c = 0; c < dims[1]; ++c) p.channel_map.push_back(c);
+  for (int64_t c = 0; c < dims[1]; ++c)
+    p.channel_map.push_back(c);
   return p;
 }
 
@@ -99,7 +102,8 @@ void gather(const Placement& p, const float* base, float* out) {
   }
   const int64_t hw = p.height() * p.width();
   for (int64_t c = 0; c < p.dims[1]; ++c) {
-    for (int64_t i = 0; i < hw; ++i) out[c * hw + i] = base[blocked_index(p, c, hw ? i : 0)];
+    for (int64_t i = 0; i < hw; ++i)
+      out[c * hw + i] = base[blocked_index(p, c, hw ? i : 0)];
   }
 }
 
@@ -112,7 +116,8 @@ void scatter(const Placement& p, const float* in, float* base) {
   std::fill(base, base + p.floats(), 0.0f);
   const int64_t hw = p.height() * p.width();
   for (int64_t c = 0; c < p.dims[1]; ++c) {
-    for (int64_t i = 0; i < hw; ++i) base[blocked_index(p, c, i)] = in[c * hw + i];
+    for (int64_t i = 0; i < hw; ++i)
+      base[blocked_index(p, c, i)] = in[c * hw + i];
   }
 }
 
@@ -135,7 +140,8 @@ struct Step {
 double conv_flops(const Graph& graph, const Node& node, const std::vector<Dims>& dims) {
   const Dims& w = graph.value(node.inputs[1]).dims;
   const Dims& out = dims[node.outputs[0]];
-  return 2.0 * static_cast<double>(out[1] * out[2] * out[3]) * static_cast<double>(w[1] * w[2] * w[3]);
+  return 2.0 * static_cast<double>(out[1] * out[2] * out[3]) *
+         static_cast<double>(w[1] * w[2] * w[3]);
 }
 
 }  // namespace
@@ -143,7 +149,7 @@ double conv_flops(const Graph& graph, const Node& node, const std::vector<Dims>&
 struct Engine::Plan {
   Graph graph;
   dnnl::engine cpu{dnnl::engine::kind::cpu, 0};
-  std::vector<Placement> placements;  // per value
+  std::vector<Placement> placements;     // per value
   std::vector<int64_t> request_offsets;  // floats, per memory request
   int64_t arena_floats = 0;
   std::vector<memory> constants;
@@ -175,7 +181,8 @@ struct Engine::Plan {
                    const std::vector<float*>& outputs, std::vector<double>* step_ms) const;
 
   int add_constant(const Tensor& tensor, const memory::desc& desired, dnnl::stream& stream);
-  Status add_conv(Step& step, const Node& node, const std::vector<Dims>& dims, dnnl::stream& stream);
+  Status add_conv(Step& step, const Node& node, const std::vector<Dims>& dims,
+                  dnnl::stream& stream);
   Status add_batch_norm(Step& step, const Node& node, dnnl::stream& stream);
   Status add_eltwise(Step& step, const Node& node);
   Status add_pool(Step& step, const Node& node, const std::vector<Dims>& dims);
@@ -214,8 +221,8 @@ std::string reference_reason(const Graph& graph, const Node& node,
     case OpType::kMaxPool:
     case OpType::kAveragePool:
       if (src.blocked != dst.blocked || src.dims.size() != 4) return "layout change inside the op";
-      if (src.blocked && (src.physical_channels != dst.physical_channels ||
-                          src.channel_map != dst.channel_map)) {
+      if (src.blocked &&
+          (src.physical_channels != dst.physical_channels || src.channel_map != dst.channel_map)) {
         return "src and dst channel layouts differ";
       }
       if (node.op == OpType::kAveragePool) {
@@ -233,7 +240,8 @@ std::string reference_reason(const Graph& graph, const Node& node,
       if (!graph.value(node.inputs[1]).is_constant()) return "B is not a constant";
       if (node.inputs.size() > 2) {
         const Value& c = graph.value(node.inputs[2]);
-        const int64_t n = a.trans_b ? graph.value(node.inputs[1]).dims[0] : graph.value(node.inputs[1]).dims[1];
+        const int64_t n =
+            a.trans_b ? graph.value(node.inputs[1]).dims[0] : graph.value(node.inputs[1]).dims[1];
         if (!c.is_constant() || c.constant->numel() != n) return "C is not a per-output constant";
       }
       return src.blocked ? "blocked src" : "";
@@ -277,7 +285,8 @@ Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
     for (ValueId segment : block.segments) {
       Placement& p = placements[segment];
       p = blocked_placement(p.dims);
-      for (int64_t c = 0; c < p.dims[1]; ++c) map.push_back(physical + c);
+      for (int64_t c = 0; c < p.dims[1]; ++c)
+        map.push_back(physical + c);
       physical += p.physical_channels;
     }
     for (ValueId view : block.views) {
@@ -345,13 +354,15 @@ Status Engine::Plan::plan_memory_requests() {
       first = std::min(first, static_cast<int>(graph.value(segment).producer));
     }
     block_request[b] = new_request(floats, first);
-    for (ValueId segment : block.segments) placements[segment].request = block_request[b];
+    for (ValueId segment : block.segments)
+      placements[segment].request = block_request[b];
     for (ValueId view : block.views) {
       placements[view].request = block_request[b];
       placements[view].offset = 0;
     }
   }
-  for (ValueId in : graph.inputs) placements[in].request = new_request(placements[in].floats(), 0);
+  for (ValueId in : graph.inputs)
+    placements[in].request = new_request(placements[in].floats(), 0);
   for (size_t n = 0; n < graph.nodes.size(); ++n) {
     const Node& node = graph.nodes[n];
     for (ValueId out : node.outputs) {
@@ -383,19 +394,22 @@ Status Engine::Plan::plan_memory_requests() {
   }
   const MemoryPlan plan = plan_memory(requests);
   request_offsets.clear();
-  for (int64_t bytes : plan.offsets) request_offsets.push_back(bytes / static_cast<int64_t>(sizeof(float)));
+  for (int64_t bytes : plan.offsets)
+    request_offsets.push_back(bytes / static_cast<int64_t>(sizeof(float)));
   arena_floats = plan.arena_bytes / static_cast<int64_t>(sizeof(float));
   summary.arena_bytes = plan.arena_bytes;
   for (size_t b = 0; b < graph.blocks.size(); ++b) {
     const DenseBlock& block = graph.blocks[b];
-    const Placement& last = placements[block.views.empty() ? block.segments.back() : block.views.front()];
+    const Placement& last =
+        placements[block.views.empty() ? block.segments.back() : block.views.front()];
     BlockInfo info;
     info.name = block.name;
     info.channels = block.channels;
     info.height = last.height();
     info.width = last.width();
     info.bytes = requests[block_request[b]].bytes;
-    info.physical_channels = info.bytes / static_cast<int64_t>(sizeof(float)) / std::max<int64_t>(info.height * info.width, 1);
+    info.physical_channels = info.bytes / static_cast<int64_t>(sizeof(float)) /
+                             std::max<int64_t>(info.height * info.width, 1);
     info.views = static_cast<int>(block.views.size());
     summary.blocks.push_back(info);
   }
@@ -540,13 +554,15 @@ Status Engine::Plan::add_gemm(Step& step, const Node& node, dnnl::stream& stream
   Tensor weights({n, k});  // oneDNN's inner product takes [out, in]; alpha is folded in
   for (int64_t j = 0; j < n; ++j) {
     for (int64_t p = 0; p < k; ++p) {
-      weights.data[j * k + p] = attrs.alpha * (attrs.trans_b ? b.data[j * k + p] : b.data[p * n + j]);
+      weights.data[j * k + p] =
+          attrs.alpha * (attrs.trans_b ? b.data[j * k + p] : b.data[p * n + j]);
     }
   }
   Tensor bias({n});
   if (node.inputs.size() > 2) {
     const Tensor& c = graph.constant(node.inputs[2]);
-    for (int64_t j = 0; j < n; ++j) bias.data[j] = attrs.beta * c.data[j];
+    for (int64_t j = 0; j < n; ++j)
+      bias.data[j] = attrs.beta * c.data[j];
   }
   const memory::desc weights_any({n, k}, memory::data_type::f32, Tag::any);
   const memory::desc bias_desc({n}, memory::data_type::f32, Tag::a);
@@ -573,10 +589,12 @@ void Engine::Plan::release_primitive_constants() {
       if (in != kNoValue) needed[in] = true;
     }
   }
-  for (ValueId out : graph.outputs) needed[out] = true;
+  for (ValueId out : graph.outputs)
+    needed[out] = true;
   for (size_t v = 0; v < graph.values.size(); ++v) {
     if (graph.values[v].is_constant() && !needed[v]) {
-      graph.values[v].constant = std::make_shared<const Tensor>(Tensor(graph.values[v].constant->dims, {}));
+      graph.values[v].constant =
+          std::make_shared<const Tensor>(Tensor(graph.values[v].constant->dims, {}));
     }
   }
 }
@@ -595,7 +613,8 @@ Status Engine::Plan::add_softmax(Step& step, const Node& node) {
 Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
   dnnl::stream stream(cpu);
   std::set<ValueId> views;
-  for (const DenseBlock& block : graph.blocks) views.insert(block.views.begin(), block.views.end());
+  for (const DenseBlock& block : graph.blocks)
+    views.insert(block.views.begin(), block.views.end());
   for (size_t n = 0; n < graph.nodes.size(); ++n) {
     const Node& node = graph.nodes[n];
     Step step;
@@ -612,8 +631,8 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
       step.kind = StepKind::kConcatCopy;
       step.info.implementation = "copy";
       summary.concat_bytes_copied += num_elements(dst.dims) * static_cast<int64_t>(sizeof(float));
-    } else if (dst.request == src.request && dst.offset == src.offset && !src.blocked && !dst.blocked &&
-               !src.constant) {
+    } else if (dst.request == src.request && dst.offset == src.offset && !src.blocked &&
+               !dst.blocked && !src.constant) {
       step.info.implementation = "view";  // a reshape of plain memory
     } else if ((node.op == OpType::kFlatten || node.op == OpType::kReshape ||
                 node.op == OpType::kSqueeze || node.op == OpType::kUnsqueeze ||
@@ -627,16 +646,30 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
         try {
           Status status;
           switch (node.op) {
-            case OpType::kConv: status = add_conv(step, node, dims, stream); break;
-            case OpType::kBatchNorm: status = add_batch_norm(step, node, stream); break;
+            case OpType::kConv:
+              status = add_conv(step, node, dims, stream);
+              break;
+            case OpType::kBatchNorm:
+              status = add_batch_norm(step, node, stream);
+              break;
             case OpType::kRelu:
-            case OpType::kClip: status = add_eltwise(step, node); break;
+            case OpType::kClip:
+              status = add_eltwise(step, node);
+              break;
             case OpType::kMaxPool:
             case OpType::kAveragePool:
-            case OpType::kGlobalAveragePool: status = add_pool(step, node, dims); break;
-            case OpType::kGemm: status = add_gemm(step, node, stream); break;
-            case OpType::kSoftmax: status = add_softmax(step, node); break;
-            default: reason = "no oneDNN primitive"; break;
+            case OpType::kGlobalAveragePool:
+              status = add_pool(step, node, dims);
+              break;
+            case OpType::kGemm:
+              status = add_gemm(step, node, stream);
+              break;
+            case OpType::kSoftmax:
+              status = add_softmax(step, node);
+              break;
+            default:
+              reason = "no oneDNN primitive";
+              break;
           }
           DENSERT_RETURN_IF_ERROR(status);
           if (reason.empty()) step.kind = StepKind::kPrimitive;
@@ -649,7 +682,8 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
         step.info.implementation = "reference";
         ++summary.reference_steps;
         if (node.op == OpType::kConcat) {
-          summary.concat_bytes_copied += num_elements(dst.dims) * static_cast<int64_t>(sizeof(float));
+          summary.concat_bytes_copied +=
+              num_elements(dst.dims) * static_cast<int64_t>(sizeof(float));
         }
         DENSERT_LOG(kDispatch) << node.describe() << ": reference implementation: " << reason;
       }
@@ -667,7 +701,8 @@ Expected<std::unique_ptr<Engine::Plan::Context>> Engine::Plan::make_context() co
   ctx->owner = this;
   const size_t bytes = static_cast<size_t>(round_up(std::max<int64_t>(arena_floats, 16) * 4, 64));
   ctx->arena = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (!ctx->arena) return Status::internal("cannot allocate an arena of " + std::to_string(bytes) + " bytes");
+  if (!ctx->arena)
+    return Status::internal("cannot allocate an arena of " + std::to_string(bytes) + " bytes");
   // Padding channels must read as zeros before anything writes them.
   std::memset(ctx->arena, 0, bytes);
   ctx->stream = dnnl::stream(cpu);
@@ -677,9 +712,10 @@ Expected<std::unique_ptr<Engine::Plan::Context>> Engine::Plan::make_context() co
       if (ref.constant >= 0) {
         ctx->args[s].emplace(ref.arg, constants[ref.constant]);
       } else {
-        ctx->args[s].emplace(ref.arg, memory(desc_of(placements[ref.value]), cpu,
-                                             ctx->arena + request_offsets[placements[ref.value].request] +
-                                                 placements[ref.value].offset));
+        ctx->args[s].emplace(ref.arg,
+                             memory(desc_of(placements[ref.value]), cpu,
+                                    ctx->arena + request_offsets[placements[ref.value].request] +
+                                        placements[ref.value].offset));
       }
     }
   }
@@ -704,7 +740,8 @@ Status Engine::Plan::run_image(Context& ctx, const std::vector<const float*>& in
         ctx.stream.wait();
         break;
       case StepKind::kToPlain:
-        gather(placements[node.inputs[0]], address(ctx, node.inputs[0]), address(ctx, node.outputs[0]));
+        gather(placements[node.inputs[0]], address(ctx, node.inputs[0]),
+               address(ctx, node.outputs[0]));
         break;
       case StepKind::kConcatCopy: {
         const Placement& dst = placements[node.outputs[0]];
@@ -713,7 +750,8 @@ Status Engine::Plan::run_image(Context& ctx, const std::vector<const float*>& in
         for (ValueId in : node.inputs) {
           const Placement& p = placements[in];
           if (p.constant) {
-            std::copy(graph.constant(in).data.begin(), graph.constant(in).data.end(), joined.begin() + offset);
+            std::copy(graph.constant(in).data.begin(), graph.constant(in).data.end(),
+                      joined.begin() + offset);
           } else {
             gather(p, address(ctx, in), joined.data() + offset);
           }
@@ -743,7 +781,9 @@ Status Engine::Plan::run_image(Context& ctx, const std::vector<const float*>& in
       }
     }
     if (step_ms) {
-      (*step_ms)[s] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      (*step_ms)[s] +=
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
     }
   }
   for (size_t i = 0; i < outputs.size(); ++i) {
@@ -766,24 +806,28 @@ Status Engine::Plan::build(const EngineOptions& options) {
 
   // One plan serves every batch size, so the batch must never mix with other dims.
   bool symbolic = false;
-  for (ValueId in : graph.inputs) symbolic |= !graph.value(in).dims.empty() && graph.value(in).dims[0] == kBatchDim;
+  for (ValueId in : graph.inputs)
+    symbolic |= !graph.value(in).dims.empty() && graph.value(in).dims[0] == kBatchDim;
   for (const Value& value : graph.values) {
     if (value.is_constant() || value.producer < 0 || value.dims.empty()) continue;
     if (symbolic ? value.dims[0] != kBatchDim : value.dims[0] != 1) {
-      return Status::unsupported("value \"" + value.name + "\" of shape " + dims_to_string(value.dims) +
+      return Status::unsupported("value \"" + value.name + "\" of shape " +
+                                 dims_to_string(value.dims) +
                                  (symbolic ? " does not keep the batch as its first dim"
                                            : " has a fixed batch other than 1"));
     }
   }
   for (const Node& node : graph.nodes) {
     const bool on_batch =
-        ((node.op == OpType::kConcat || node.op == OpType::kSoftmax || node.op == OpType::kFlatten) &&
+        ((node.op == OpType::kConcat || node.op == OpType::kSoftmax ||
+          node.op == OpType::kFlatten) &&
          node.attrs_as<AxisAttrs>().axis == 0) ||
         (node.op == OpType::kTranspose && node.attrs_as<TransposeAttrs>().perm[0] != 0) ||
-        (node.op == OpType::kReduceMean &&
-         (node.attrs_as<AxesAttrs>().axes.empty() ||
-          std::count(node.attrs_as<AxesAttrs>().axes.begin(), node.attrs_as<AxesAttrs>().axes.end(), 0)));
-    if (on_batch) return Status::unsupported(node.describe() + ": works across the batch dimension");
+        (node.op == OpType::kReduceMean && (node.attrs_as<AxesAttrs>().axes.empty() ||
+                                            std::count(node.attrs_as<AxesAttrs>().axes.begin(),
+                                                       node.attrs_as<AxesAttrs>().axes.end(), 0)));
+    if (on_batch)
+      return Status::unsupported(node.describe() + ": works across the batch dimension");
   }
 
   DENSERT_ASSIGN_OR_RETURN(std::vector<Dims> dims, infer_shapes(graph, 1));
@@ -812,8 +856,12 @@ Expected<std::shared_ptr<Engine>> Engine::create(Graph graph, const EngineOption
 
 Engine::~Engine() = default;
 
-const PlanSummary& Engine::summary() const { return plan_->summary; }
-const Graph& Engine::graph() const { return plan_->graph; }
+const PlanSummary& Engine::summary() const {
+  return plan_->summary;
+}
+const Graph& Engine::graph() const {
+  return plan_->graph;
+}
 
 Expected<std::unique_ptr<ExecutionContext>> Engine::create_context() const {
   DENSERT_ASSIGN_OR_RETURN(std::unique_ptr<Plan::Context> ctx, plan_->make_context());
@@ -839,8 +887,10 @@ Status Engine::run(ExecutionContext& context, int64_t batch, const float* const*
                    float* const* outputs, std::vector<double>* step_ms_out) const {
   const Plan& plan = *plan_;
   auto* ctx = dynamic_cast<Plan::Context*>(&context);
-  if (!ctx || ctx->owner != &plan) return Status::bad_argument("execution context belongs to another model");
-  if (batch <= 0) return Status::bad_argument("batch size " + std::to_string(batch) + " must be positive");
+  if (!ctx || ctx->owner != &plan)
+    return Status::bad_argument("execution context belongs to another model");
+  if (batch <= 0)
+    return Status::bad_argument("batch size " + std::to_string(batch) + " must be positive");
   if (!inputs || !outputs) return Status::bad_argument("input and output buffers must not be null");
   for (size_t i = 0; i < plan.graph.inputs.size(); ++i) {
     if (!inputs[i]) return Status::bad_argument("input " + std::to_string(i) + " is null");
@@ -855,8 +905,10 @@ Status Engine::run(ExecutionContext& context, int64_t batch, const float* const*
     std::vector<const float*> in(plan.graph.inputs.size());
     std::vector<float*> out(plan.graph.outputs.size());
     for (int64_t image = 0; image < batch; ++image) {
-      for (size_t i = 0; i < in.size(); ++i) in[i] = inputs[i] + image * input_elements_per_image(i);
-      for (size_t i = 0; i < out.size(); ++i) out[i] = outputs[i] + image * output_elements_per_image(i);
+      for (size_t i = 0; i < in.size(); ++i)
+        in[i] = inputs[i] + image * input_elements_per_image(i);
+      for (size_t i = 0; i < out.size(); ++i)
+        out[i] = outputs[i] + image * output_elements_per_image(i);
       DENSERT_RETURN_IF_ERROR(plan.run_image(*ctx, in, out, profile ? &step_ms : nullptr));
     }
   } catch (const dnnl::error& e) {
@@ -864,7 +916,8 @@ Status Engine::run(ExecutionContext& context, int64_t batch, const float* const*
   }
   if (step_ms_out) {
     step_ms_out->resize(plan.steps.size(), 0.0);
-    for (size_t s = 0; s < plan.steps.size(); ++s) (*step_ms_out)[s] += step_ms[s];
+    for (size_t s = 0; s < plan.steps.size(); ++s)
+      (*step_ms_out)[s] += step_ms[s];
   }
   if (log_enabled(LogCategory::kProfile)) {
     for (size_t s = 0; s < plan.steps.size(); ++s) {
@@ -908,7 +961,8 @@ Expected<std::vector<Tensor>> Engine::run(const std::vector<Tensor>& inputs,
     out.push_back(outputs.back().data.data());
   }
   std::vector<const float*> in;
-  for (const Tensor& t : inputs) in.push_back(t.data.data());
+  for (const Tensor& t : inputs)
+    in.push_back(t.data.data());
   const Status status = run(*ctx, batch, in.data(), out.data(), step_ms);
   {
     std::lock_guard<std::mutex> lock(plan.pool_mutex);

@@ -2,8 +2,8 @@
 // several threads giving the single-threaded results.
 #include <densert/densert.h>
 
-#include <densert/densert.hpp>
 #include <gtest/gtest.h>
+#include <densert/densert.hpp>
 
 #include <fstream>
 #include <iterator>
@@ -17,7 +17,9 @@ namespace {
 
 using densert::testing::fixture_dir;
 
-std::string cifar_model() { return fixture_dir() + "/densenet_bc_cifar.onnx"; }
+std::string cifar_model() {
+  return fixture_dir() + "/densenet_bc_cifar.onnx";
+}
 
 TEST(CApi, EveryFunctionIsSafeOnNull) {
   EXPECT_EQ(densert_options_create(nullptr), DENSERT_BAD_ARGUMENT);
@@ -48,7 +50,8 @@ TEST(CApi, EveryFunctionIsSafeOnNull) {
 
 TEST(CApi, ErrorsHaveKindsAndMessages) {
   densert_model* model = nullptr;
-  EXPECT_EQ(densert_model_load_file("/nonexistent/model.onnx", nullptr, &model), DENSERT_BAD_ARGUMENT);
+  EXPECT_EQ(densert_model_load_file("/nonexistent/model.onnx", nullptr, &model),
+            DENSERT_BAD_ARGUMENT);
   EXPECT_EQ(std::string(densert_last_error()), "/nonexistent/model.onnx: cannot open model file");
   EXPECT_EQ(model, nullptr);
   EXPECT_EQ(densert_model_load_memory("not a model", 11, nullptr, &model), DENSERT_INVALID_MODEL);
@@ -57,9 +60,11 @@ TEST(CApi, ErrorsHaveKindsAndMessages) {
   densert_options* options = nullptr;
   ASSERT_EQ(densert_options_create(&options), DENSERT_OK);
   EXPECT_EQ(densert_options_set_threads(options, -1), DENSERT_BAD_ARGUMENT);
-  EXPECT_EQ(densert_options_set_precision(options, static_cast<densert_precision>(7)), DENSERT_UNSUPPORTED);
+  EXPECT_EQ(densert_options_set_precision(options, static_cast<densert_precision>(7)),
+            DENSERT_UNSUPPORTED);
   ASSERT_EQ(densert_options_set_max_batch(options, 2), DENSERT_OK);
-  ASSERT_EQ(densert_model_load_file(cifar_model().c_str(), options, &model), DENSERT_OK) << densert_last_error();
+  ASSERT_EQ(densert_model_load_file(cifar_model().c_str(), options, &model), DENSERT_OK)
+      << densert_last_error();
   densert_options_destroy(options);
   EXPECT_STREQ(densert_last_error(), "");
 
@@ -72,7 +77,8 @@ TEST(CApi, ErrorsHaveKindsAndMessages) {
   EXPECT_EQ(info.dims[1], 3);
   EXPECT_EQ(info.dims[3], 32);
   EXPECT_EQ(densert_model_input_info(model, 1, &info), DENSERT_BAD_ARGUMENT);
-  EXPECT_EQ(std::string(densert_last_error()), "densert_model_input_info: index 1 is out of range (1 tensors)");
+  EXPECT_EQ(std::string(densert_last_error()),
+            "densert_model_input_info: index 1 is out of range (1 tensors)");
 
   densert_context* context = nullptr;
   ASSERT_EQ(densert_context_create(model, &context), DENSERT_OK);
@@ -96,11 +102,13 @@ TEST(CppApi, RunsAndThrowsTypedErrors) {
   densert::Context context(model);
   auto images = densert::read_npy(fixture_dir() + "/input_32.npy");
   ASSERT_TRUE(images.ok());
-  const std::vector<float> logits = context.run(1, std::span<const float>(images->data.data(), 3 * 32 * 32));
+  const std::vector<float> logits =
+      context.run(1, std::span<const float>(images->data.data(), 3 * 32 * 32));
   auto golden = densert::read_npy(fixture_dir() + "/densenet_bc_cifar.golden_b1.npy");
   ASSERT_TRUE(golden.ok());
   ASSERT_EQ(logits.size(), golden->data.size());
-  for (size_t i = 0; i < logits.size(); ++i) EXPECT_NEAR(logits[i], golden->data[i], 1e-3f);
+  for (size_t i = 0; i < logits.size(); ++i)
+    EXPECT_NEAR(logits[i], golden->data[i], 1e-3f);
 
   try {
     context.run(2, std::span<const float>(images->data.data(), 10));
@@ -124,11 +132,14 @@ TEST(CppApi, OneModelManyThreads) {
   auto images = densert::read_npy(fixture_dir() + "/input_32.npy");
   ASSERT_TRUE(images.ok());
   const int64_t per_image = 3 * 32 * 32;
-  const auto image = [&](int i) { return std::span<const float>(images->data.data() + i * per_image, per_image); };
+  const auto image = [&](int i) {
+    return std::span<const float>(images->data.data() + i * per_image, per_image);
+  };
   std::vector<std::vector<float>> expected;
   {
     densert::Context context(model);
-    for (int i = 0; i < 8; ++i) expected.push_back(context.run(1, image(i)));
+    for (int i = 0; i < 8; ++i)
+      expected.push_back(context.run(1, image(i)));
   }
   constexpr int kThreads = 4;
   std::vector<int> mismatches(kThreads, 0);
@@ -142,8 +153,10 @@ TEST(CppApi, OneModelManyThreads) {
       }
     });
   }
-  for (auto& thread : threads) thread.join();
-  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(mismatches[t], 0) << "thread " << t;
+  for (auto& thread : threads)
+    thread.join();
+  for (int t = 0; t < kThreads; ++t)
+    EXPECT_EQ(mismatches[t], 0) << "thread " << t;
 }
 
 }  // namespace

@@ -23,7 +23,7 @@ constexpr float kTolerance = 1e-4f;  // max |diff| <= kTolerance * max |referenc
 struct Fixture {
   const char* name;
   int resolution;
-  int blocks;         // dense blocks the optimizer must find
+  int blocks;           // dense blocks the optimizer must find
   bool check_all_rows;  // small models: check every row of a batch against batch-1 runs
 };
 
@@ -62,7 +62,8 @@ class DenseNetFixture : public ::testing::TestWithParam<Fixture> {
 };
 
 // Rows of `batched` equal the batch-1 runs of the same images, to float rounding.
-void expect_rows_match(const Tensor& batched, const std::vector<Tensor>& singles, const std::string& what) {
+void expect_rows_match(const Tensor& batched, const std::vector<Tensor>& singles,
+                       const std::string& what) {
   for (size_t i = 0; i < singles.size(); ++i) {
     const Tensor row = slice_batch(batched, static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
     EXPECT_LE(max_abs_diff(row, singles[i]), 1e-5f * max_abs(singles[i])) << what << ": row " << i;
@@ -81,11 +82,14 @@ TEST_P(DenseNetFixture, MatchesPyTorchAndReference) {
   // Reference executor against PyTorch.
   const Tensor ref1 = run_one(graph, slice_batch(images, 0, 1));
   const Tensor ref3 = run_one(graph, slice_batch(images, 0, 3));
-  expect_close_with_same_top1(ref1, load(name + ".golden_b1.npy"), kTolerance, name + " reference b1");
-  expect_close_with_same_top1(ref3, load(name + ".golden_b3.npy"), kTolerance, name + " reference b3");
+  expect_close_with_same_top1(ref1, load(name + ".golden_b1.npy"), kTolerance,
+                              name + " reference b1");
+  expect_close_with_same_top1(ref3, load(name + ".golden_b3.npy"), kTolerance,
+                              name + " reference b3");
   std::vector<Tensor> ref_singles = {ref1};
   if (fixture.check_all_rows) {
-    for (int64_t i = 1; i < 3; ++i) ref_singles.push_back(run_one(graph, slice_batch(images, i, i + 1)));
+    for (int64_t i = 1; i < 3; ++i)
+      ref_singles.push_back(run_one(graph, slice_batch(images, i, i + 1)));
   }
   expect_rows_match(ref3, ref_singles, name + " reference b3");
 
@@ -109,7 +113,8 @@ TEST_P(DenseNetFixture, MatchesPyTorchAndReference) {
     if (!engine.graph().values[v].is_constant()) unshared += num_elements((*shapes)[v]) * 4;
   }
   int64_t largest_block = 0;
-  for (const BlockInfo& block : plan.blocks) largest_block = std::max(largest_block, block.bytes);
+  for (const BlockInfo& block : plan.blocks)
+    largest_block = std::max(largest_block, block.bytes);
   EXPECT_GE(plan.arena_bytes, largest_block) << name;
   EXPECT_LT(plan.arena_bytes, unshared / 2) << name;
 
@@ -119,16 +124,21 @@ TEST_P(DenseNetFixture, MatchesPyTorchAndReference) {
   const Tensor fast8 = run_fast(engine, images);
   expect_close_with_same_top1(fast1, ref1, kTolerance, name + " fast b1");
   expect_close_with_same_top1(fast3, ref3, kTolerance, name + " fast b3");
-  expect_close_with_same_top1(slice_batch(fast8, 0, 3), ref3, kTolerance, name + " fast b8 rows 0-2");
+  expect_close_with_same_top1(slice_batch(fast8, 0, 3), ref3, kTolerance,
+                              name + " fast b8 rows 0-2");
   const Tensor ref_rest = run_one(graph, slice_batch(images, 3, 8));
-  expect_close_with_same_top1(slice_batch(fast8, 3, 8), ref_rest, kTolerance, name + " fast b8 rows 3-7");
+  expect_close_with_same_top1(slice_batch(fast8, 3, 8), ref_rest, kTolerance,
+                              name + " fast b8 rows 3-7");
   std::vector<Tensor> fast_singles;
-  for (int64_t i = 0; i < 8; ++i) fast_singles.push_back(run_fast(engine, slice_batch(images, i, i + 1)));
+  for (int64_t i = 0; i < 8; ++i)
+    fast_singles.push_back(run_fast(engine, slice_batch(images, i, i + 1)));
   expect_rows_match(fast8, fast_singles, name + " fast b8");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, DenseNetFixture, ::testing::ValuesIn(kFixtures),
-                         [](const ::testing::TestParamInfo<Fixture>& info) { return std::string(info.param.name); });
+                         [](const ::testing::TestParamInfo<Fixture>& info) {
+                           return std::string(info.param.name);
+                         });
 
 }  // namespace
 }  // namespace densert

@@ -29,8 +29,10 @@ TEST(FashionModel, MatchesTrainingAccuracyAndPyTorchPredictions) {
   ASSERT_TRUE(pytorch.ok()) << pytorch.status().to_string();
   ASSERT_EQ(pytorch->numel(), 10000);
 
-  Expected<IdxArray> images = read_idx("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", 3);
-  Expected<IdxArray> labels = read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz", 1);
+  Expected<IdxArray> images =
+      read_idx("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", 3);
+  Expected<IdxArray> labels =
+      read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz", 1);
   ASSERT_TRUE(images.ok() && labels.ok());
   ASSERT_EQ(images->dims, (Dims{10000, 28, 28}));
 
@@ -47,7 +49,8 @@ TEST(FashionModel, MatchesTrainingAccuracyAndPyTorchPredictions) {
   for (int64_t begin = 0; begin < 10000; begin += kBatch) {
     Tensor batch({kBatch, 1, 28, 28});
     for (int64_t i = 0; i < kBatch; ++i) {
-      Expected<Tensor> image = preprocess_pixels(images->values.data() + (begin + i) * 784, 28, 28, 1, *preprocessing);
+      Expected<Tensor> image =
+          preprocess_pixels(images->values.data() + (begin + i) * 784, 28, 28, 1, *preprocessing);
       ASSERT_TRUE(image.ok());
       std::copy(image->data.begin(), image->data.end(), batch.data.begin() + i * 784);
     }

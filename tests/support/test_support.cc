@@ -19,7 +19,8 @@ std::string source_dir() {
 }
 
 float max_abs_diff(const Tensor& a, const Tensor& b) {
-  if (a.dims != b.dims || a.data.size() != b.data.size()) return std::numeric_limits<float>::infinity();
+  if (a.dims != b.dims || a.data.size() != b.data.size())
+    return std::numeric_limits<float>::infinity();
   float diff = 0.0f;
   for (size_t i = 0; i < a.data.size(); ++i) {
     const float d = std::fabs(a.data[i] - b.data[i]);
@@ -31,7 +32,8 @@ float max_abs_diff(const Tensor& a, const Tensor& b) {
 
 float max_abs(const Tensor& t) {
   float m = 0.0f;
-  for (float v : t.data) m = std::max(m, std::fabs(v));
+  for (float v : t.data)
+    m = std::max(m, std::fabs(v));
   return m;
 }
 
@@ -65,7 +67,8 @@ Tensor random_tensor(const Dims& dims, uint32_t seed, float lo, float hi) {
   Tensor t(dims);
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(lo, hi);
-  for (float& v : t.data) v = dist(rng);
+  for (float& v : t.data)
+    v = dist(rng);
   return t;
 }
 

@@ -36,13 +36,12 @@ TEST_P(PresetMatchesTorchvision, WithinToleranceAfterNormalisation) {
   EXPECT_LE(max_abs_diff(*ours, *expected), 1e-3f) << c.photo << " " << c.preset;
 }
 
-INSTANTIATE_TEST_SUITE_P(Photos, PresetMatchesTorchvision,
-                         ::testing::Values(PhotoCase{"astronaut", "imagenet"}, PhotoCase{"coffee", "imagenet"},
-                                           PhotoCase{"chelsea", "imagenet"}, PhotoCase{"astronaut", "caffe"},
-                                           PhotoCase{"coffee", "caffe"}, PhotoCase{"chelsea", "caffe"}),
-                         [](const auto& info) {
-                           return std::string(info.param.photo) + "_" + info.param.preset;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Photos, PresetMatchesTorchvision,
+    ::testing::Values(PhotoCase{"astronaut", "imagenet"}, PhotoCase{"coffee", "imagenet"},
+                      PhotoCase{"chelsea", "imagenet"}, PhotoCase{"astronaut", "caffe"},
+                      PhotoCase{"coffee", "caffe"}, PhotoCase{"chelsea", "caffe"}),
+    [](const auto& info) { return std::string(info.param.photo) + "_" + info.param.preset; });
 
 // PIL's resize low-pass filters when it shrinks; densert's bilinear resize does not. The gap
 // is bounded here so that the README's statement about it stays true.
@@ -53,7 +52,8 @@ TEST(PresetMatchesTorchvision, PilAntialiasGapIsBounded) {
   Expected<Tensor> pil = read_npy(fixture_dir() + "/photo_astronaut.imagenet_pil.npy");
   ASSERT_TRUE(ours.ok() && pil.ok());
   double mean_diff = 0.0;
-  for (size_t i = 0; i < pil->data.size(); ++i) mean_diff += std::fabs(ours->data[i] - pil->data[i]);
+  for (size_t i = 0; i < pil->data.size(); ++i)
+    mean_diff += std::fabs(ours->data[i] - pil->data[i]);
   mean_diff /= static_cast<double>(pil->data.size());
   EXPECT_GT(mean_diff, 1e-3);
   EXPECT_LT(mean_diff, 0.1);
