@@ -9,6 +9,11 @@ import time
 import warnings
 import zlib
 
+# Test suites may run this next to other jobs: OpenMP threads that spin for long
+# at barriers crawl whenever another process holds a core, so keep spins short.
+# Must be set before torch loads libgomp.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
 import numpy as np
 import onnx
 import torch

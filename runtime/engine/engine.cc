@@ -1,9 +1,10 @@
 // Plan building and execution for the oneDNN engine.
 //
 // A value lives in one of two layouts. Blocked values (4-D activations) use nChw16c with a
-// physical channel count rounded up to 16 and a map from logical to physical channels; the
-// unused physical channels always hold zeros, and every consumer's weights or parameters are
-// expanded with zeros at those positions, so the arithmetic is exact. Plain values use the
+// physical channel count rounded up to 16 and a map from logical to physical channels. Every
+// consumer's weights or parameters are expanded with zeros at the unused physical channels,
+// so whatever finite values those hold (zeros from the arena, or a Clip's floor) never reach
+// a result. Plain values use the
 // logical row-major layout. Block buffers hold one segment per concatenated value, each
 // padded to the channel block, so every segment and every prefix is a dense descriptor at an
 // offset: oneDNN keeps its JIT kernels for them (it falls back to its reference kernel for

@@ -42,7 +42,8 @@ Expected<PassResult> run_affine_to_batchnorm(Graph& graph) {
         graph.add_constant(prefix + "mean", Tensor({channels}, std::vector<float>(channels, 0.0f)));
     const ValueId var_id =
         graph.add_constant(prefix + "var", Tensor({channels}, std::vector<float>(channels, 1.0f)));
-    DENSERT_LOG(kDispatch) << "affine_to_batchnorm: " << node.describe() << " becomes BatchNormalization";
+    DENSERT_LOG(kDispatch) << "affine_to_batchnorm: " << node.describe()
+                           << " becomes BatchNormalization";
     node.op = OpType::kBatchNorm;
     node.inputs = {src, scale_id, shift_id, mean_id, var_id};
     node.attrs = BatchNormAttrs{0.0f, {}};

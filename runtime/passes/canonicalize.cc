@@ -42,7 +42,8 @@ Expected<PassResult> run_canonicalize(Graph& graph) {
     }
     rewritten.push_back(Node{OpType::kGlobalAveragePool, node.name, {src}, {pooled}, {}});
     if (!keep_dims) {
-      rewritten.push_back(Node{OpType::kFlatten, node.name + ".flatten", {pooled}, {out}, AxisAttrs{1}});
+      rewritten.push_back(
+          Node{OpType::kFlatten, node.name + ".flatten", {pooled}, {out}, AxisAttrs{1}});
     }
     ++result.rewrites;
   }

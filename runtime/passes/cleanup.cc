@@ -21,7 +21,8 @@ bool is_no_op(const Node& node) {
 Expected<PassResult> run_cleanup(Graph& graph) {
   PassResult result;
   std::vector<bool> is_output(graph.values.size(), false);
-  for (ValueId out : graph.outputs) is_output[out] = true;
+  for (ValueId out : graph.outputs)
+    is_output[out] = true;
   for (Node& node : graph.nodes) {
     if (!is_no_op(node) || node.outputs.size() != 1) continue;
     const ValueId out = node.outputs[0];

@@ -19,6 +19,12 @@ const std::vector<PassInfo>& optimizer_passes() {
 }
 
 Expected<std::vector<PassReport>> optimize(Graph& graph, const OptimizeOptions& options) {
+  for (const std::string& name : options.disabled) {
+    bool known = false;
+    for (const PassInfo& pass : optimizer_passes())
+      known |= name == pass.name;
+    if (!known) return Status::bad_argument("no optimizer pass is named \"" + name + "\"");
+  }
   std::vector<PassReport> reports;
   for (const PassInfo& pass : optimizer_passes()) {
     PassReport report{pass.name, false, 0};
@@ -26,7 +32,8 @@ Expected<std::vector<PassReport>> optimize(Graph& graph, const OptimizeOptions& 
       DENSERT_ASSIGN_OR_RETURN(PassResult result, pass.run(graph));
       report.ran = true;
       report.rewrites = result.rewrites;
-      DENSERT_RETURN_IF_ERROR(graph.validate().with_context(std::string("after pass ") + pass.name));
+      DENSERT_RETURN_IF_ERROR(
+          graph.validate().with_context(std::string("after pass ") + pass.name));
     }
     DENSERT_LOG(kInfo) << "pass " << pass.name << ": "
                        << (report.ran ? std::to_string(report.rewrites) + " rewrites" : "disabled");

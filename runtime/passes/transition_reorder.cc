@@ -33,7 +33,8 @@ Expected<PassResult> run_transition_reorder(Graph& graph) {
   PassResult result;
   const auto readers = graph.consumers();
   std::vector<bool> is_output(graph.values.size(), false);
-  for (ValueId out : graph.outputs) is_output[out] = true;
+  for (ValueId out : graph.outputs)
+    is_output[out] = true;
   for (size_t p = 0; p < graph.nodes.size(); ++p) {
     Node& pool = graph.nodes[p];
     if (!is_plain_average(pool)) continue;
