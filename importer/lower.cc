@@ -25,12 +25,20 @@ namespace {
 constexpr double kSymbolicBatch = std::numeric_limits<double>::quiet_NaN();
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 
+// Float tensors above this many elements are weights: they are kept as float once, never
+// widened to doubles, and take no part in shape arithmetic.
+constexpr int64_t kLargestFoldedTensor = 1024;
+
 // A tensor whose contents are known at import time: initializers, Constant outputs and
-// everything folded from them. Integers and floats both fit a double exactly here.
+// everything folded from them. Integers and small floats fit a double exactly in `data`;
+// large float tensors (weights) live in `weights` instead, shared with the IR.
 struct Known {
   Dims dims;
   std::vector<double> data;
   bool is_int = false;
+  std::shared_ptr<const Tensor> weights;
+
+  bool has_values() const { return weights == nullptr; }
 };
 
 Expected<int64_t> checked_count(const Dims& dims, const std::string& what) {
@@ -63,6 +71,23 @@ Expected<Known> known_from_proto(const onnx::TensorProto& proto) {
   known.dims.assign(proto.dims().begin(), proto.dims().end());
   DENSERT_ASSIGN_OR_RETURN(int64_t count, checked_count(known.dims, what));
   const bool raw = proto.has_raw_data();
+  if (proto.data_type() == onnx::TensorProto::FLOAT && count > kLargestFoldedTensor) {
+    const size_t stored = raw ? proto.raw_data().size() / sizeof(float)
+                              : static_cast<size_t>(proto.float_data_size());
+    if ((raw && proto.raw_data().size() != static_cast<size_t>(count) * sizeof(float)) ||
+        stored != static_cast<size_t>(count)) {
+      return Status::invalid_model(what + " holds " + std::to_string(stored) + " values, shape " +
+                                   dims_to_string(known.dims) + " needs " + std::to_string(count));
+    }
+    Tensor tensor(known.dims);
+    if (raw) {
+      std::memcpy(tensor.data.data(), proto.raw_data().data(), proto.raw_data().size());
+    } else {
+      std::copy(proto.float_data().begin(), proto.float_data().end(), tensor.data.begin());
+    }
+    known.weights = std::make_shared<const Tensor>(std::move(tensor));
+    return known;
+  }
   size_t element_size = 0;
   switch (proto.data_type()) {
     case onnx::TensorProto::FLOAT:
@@ -90,6 +115,16 @@ Expected<Known> known_from_proto(const onnx::TensorProto& proto) {
         known.data.assign(proto.int64_data().begin(), proto.int64_data().end());
       }
       break;
+    case onnx::TensorProto::BOOL:
+    case onnx::TensorProto::UINT8:
+      element_size = 1;
+      known.is_int = true;
+      if (raw) {
+        known.data = read_raw<uint8_t>(proto.raw_data());
+      } else {
+        known.data.assign(proto.int32_data().begin(), proto.int32_data().end());
+      }
+      break;
     case onnx::TensorProto::INT32:
       element_size = 4;
       known.is_int = true;
@@ -100,10 +135,11 @@ Expected<Known> known_from_proto(const onnx::TensorProto& proto) {
       }
       break;
     default:
-      return Status::unsupported(what + " has element type " +
-                                 onnx::TensorProto::DataType_Name(
-                                     static_cast<onnx::TensorProto::DataType>(proto.data_type())) +
-                                 "; densert reads float, double, int32 and int64 tensors");
+      return Status::unsupported(
+          what + " has element type " +
+          onnx::TensorProto::DataType_Name(
+              static_cast<onnx::TensorProto::DataType>(proto.data_type())) +
+          "; densert reads float, double, int32, int64, bool and uint8 tensors");
   }
   if (raw && proto.raw_data().size() != static_cast<size_t>(count) * element_size) {
     return Status::invalid_model(what + " holds " + std::to_string(proto.raw_data().size()) +
@@ -125,10 +161,14 @@ Tensor to_tensor(const Known& known) {
   return tensor;
 }
 
-Known from_tensor(const Tensor& tensor) {
+Known from_tensor(Tensor tensor) {
   Known known;
   known.dims = tensor.dims;
-  known.data.assign(tensor.data.begin(), tensor.data.end());
+  if (tensor.numel() > kLargestFoldedTensor) {
+    known.weights = std::make_shared<const Tensor>(std::move(tensor));
+  } else {
+    known.data.assign(tensor.data.begin(), tensor.data.end());
+  }
   return known;
 }
 
@@ -142,7 +182,7 @@ std::vector<int64_t> row_major_strides(const Dims& dims) {
 class Lowering {
  public:
   // original_opset is the model's own opset, before conversion; messages report it.
-  Lowering(const onnx::ModelProto& model, int64_t original_opset)
+  Lowering(onnx::ModelProto& model, int64_t original_opset)
       : model_(model), original_opset_(original_opset) {}
 
   Expected<Graph> run();
@@ -152,7 +192,6 @@ class Lowering {
 
   Status lower_inputs();
   Status lower_node(const onnx::NodeProto& node, int index);
-  Status fold_node(const onnx::NodeProto& node, const std::string& name);
   Status add_node(const onnx::NodeProto& onnx_node, const std::string& name, OpType op,
                   std::vector<ValueId> inputs, Attributes attrs, size_t outputs_used = 1);
 
@@ -179,7 +218,7 @@ class Lowering {
   Status lower_pool(const onnx::NodeProto& node, const std::string& name, OpType op);
   Status lower_reshape(const onnx::NodeProto& node, const std::string& name);
 
-  const onnx::ModelProto& model_;
+  onnx::ModelProto& model_;  // initializers' data is released as it is lowered
   int64_t original_opset_;
   Graph graph_;
   std::map<std::string, Known> known_;
@@ -259,7 +298,8 @@ Expected<ValueId> Lowering::value_of(const std::string& name, const std::string&
                                    "\" is a shape that depends on the batch size");
       }
     }
-    const ValueId id = graph_.add_constant(name, to_tensor(*k));
+    const ValueId id = graph_.add_constant(
+        name, k->weights ? k->weights : std::make_shared<const Tensor>(to_tensor(*k)));
     constant_values_[name] = id;
     for (auto& dims : probe_dims_)
       dims.resize(graph_.values.size());
@@ -272,9 +312,15 @@ Expected<ValueId> Lowering::value_of(const std::string& name, const std::string&
 
 Status Lowering::lower_inputs() {
   std::set<std::string> initializer_names;
-  for (const auto& init : model_.graph().initializer()) {
+  for (auto& init : *model_.mutable_graph()->mutable_initializer()) {
     DENSERT_ASSIGN_OR_RETURN(Known k, known_from_proto(init));
     initializer_names.insert(init.name());
+    // Weights now live in the IR's tensor; the protobuf's copy can go.
+    // (clear_raw_data would keep the string's capacity; swapping releases it.)
+    if (k.weights) {
+      std::string().swap(*init.mutable_raw_data());
+      google::protobuf::RepeatedField<float>().Swap(init.mutable_float_data());
+    }
     known_[init.name()] = std::move(k);
   }
   for (const auto& input : model_.graph().input()) {
@@ -334,7 +380,7 @@ Status Lowering::add_node(const onnx::NodeProto& onnx_node, const std::string& n
       tensors.push_back(in == kNoValue ? nullptr : &graph_.constant(in));
     node.outputs.assign(1, kNoValue);
     DENSERT_ASSIGN_OR_RETURN(std::vector<Tensor> out, run_reference_node(graph_, node, tensors));
-    known_[onnx_node.output(0)] = from_tensor(out[0]);
+    known_[onnx_node.output(0)] = from_tensor(std::move(out[0]));
     return {};
   }
   std::array<std::vector<Dims>, 2> out_dims;
@@ -653,19 +699,6 @@ Expected<std::optional<Known>> fold_known(
   return std::optional<Known>();
 }
 
-Status Lowering::fold_node(const onnx::NodeProto& node, const std::string& name) {
-  std::vector<const Known*> in;
-  for (const auto& input : node.input())
-    in.push_back(input.empty() ? nullptr : known(input));
-  std::map<std::string, const onnx::AttributeProto*> attrs;
-  for (const auto& a : node.attribute())
-    attrs[a.name()] = &a;
-  DENSERT_ASSIGN_OR_RETURN(std::optional<Known> out, fold_known(node, in, attrs));
-  if (!out) return Status::internal("cannot fold");
-  known_[node.output(0)] = std::move(*out);
-  return {};
-}
-
 Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
   const std::string name =
       node.name().empty() ? node.op_type() + "_" + std::to_string(index) : node.name();
@@ -724,7 +757,8 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
   }
   bool all_known = true;
   for (const auto& input : node.input()) {
-    if (!input.empty() && !known(input)) all_known = false;
+    // Shape arithmetic needs the values themselves; weights fold as IR nodes instead.
+    if (!input.empty() && (!known(input) || !known(input)->has_values())) all_known = false;
   }
   static const std::set<std::string> kShapeOps = {
       "Gather",    "Cast",    "Slice",  "ConstantOfShape",
@@ -924,15 +958,24 @@ Expected<Graph> Lowering::run() {
 
 }  // namespace
 
-Expected<Graph> import_onnx_buffer(const void* data, size_t size,
-                                   const std::string& external_data_dir) {
-  DENSERT_ASSIGN_OR_RETURN(LoadedModel loaded, load_onnx_model(data, size, external_data_dir));
+namespace {
+
+Expected<Graph> lower_model(LoadedModel loaded, const std::string& external_data_dir) {
+  DENSERT_RETURN_IF_ERROR(prepare_onnx_model(loaded, external_data_dir));
   Lowering lowering(loaded.proto, loaded.original_opset);
   DENSERT_ASSIGN_OR_RETURN(Graph graph, lowering.run());
   graph.opset = loaded.original_opset;
   DENSERT_LOG(kInfo) << "imported model: opset " << graph.opset << ", " << graph.nodes.size()
                      << " nodes, " << graph.parameter_count() << " parameters";
   return graph;
+}
+
+}  // namespace
+
+Expected<Graph> import_onnx_buffer(const void* data, size_t size,
+                                   const std::string& external_data_dir) {
+  DENSERT_ASSIGN_OR_RETURN(LoadedModel loaded, parse_onnx_model(data, size));
+  return lower_model(std::move(loaded), external_data_dir);
 }
 
 Expected<Graph> import_onnx_file(const std::string& path) {
@@ -942,9 +985,10 @@ Expected<Graph> import_onnx_file(const std::string& path) {
   }
   std::ifstream file(path, std::ios::binary);
   if (!file) return Status::bad_argument(path + ": cannot open model file");
-  const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  Expected<LoadedModel> loaded = parse_onnx_model(file);
+  if (!loaded.ok()) return loaded.status().with_context(path);
   const std::string dir = std::filesystem::path(path).parent_path().string();
-  Expected<Graph> graph = import_onnx_buffer(bytes.data(), bytes.size(), dir.empty() ? "." : dir);
+  Expected<Graph> graph = lower_model(std::move(loaded).value(), dir.empty() ? "." : dir);
   if (!graph.ok()) return graph.status().with_context(path);
   return graph;
 }

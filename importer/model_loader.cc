@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -134,19 +135,43 @@ Status check_op_domains(const onnx::ModelProto& model) {
 
 }  // namespace
 
-Expected<LoadedModel> load_onnx_model(const void* data, size_t size,
-                                      const std::string& external_data_dir) {
-  if (data == nullptr || size == 0) return Status::invalid_model("model is empty (0 bytes)");
-  if (size > static_cast<size_t>(std::numeric_limits<int>::max())) {
-    return Status::unsupported("model of " + std::to_string(size) +
-                               " bytes exceeds protobuf's 2 GiB limit; use external data");
+// Large weights take no part in opset conversion or shape inference; setting their bytes
+// aside spares the copies of the whole model that ONNX's converter makes.
+class WeightsSetAside {
+ public:
+  explicit WeightsSetAside(onnx::ModelProto& model) {
+    for (auto& tensor : *model.mutable_graph()->mutable_initializer()) {
+      if (tensor.raw_data().size() < kSmallestSetAside) continue;
+      std::string bytes;
+      bytes.swap(*tensor.mutable_raw_data());
+      tensor.clear_raw_data();
+      bytes_[tensor.name()] = std::move(bytes);
+    }
   }
-  LoadedModel loaded;
-  onnx::ModelProto& model = loaded.proto;
-  if (!model.ParseFromArray(data, static_cast<int>(size))) {
-    return Status::invalid_model("not an ONNX model: the protobuf cannot be parsed (" +
-                                 std::to_string(size) + " bytes; truncated or another format?)");
+  // Puts the bytes back into the (possibly converted) model, matching tensors by name.
+  Status restore(onnx::ModelProto& model) {
+    for (auto& tensor : *model.mutable_graph()->mutable_initializer()) {
+      auto it = bytes_.find(tensor.name());
+      if (it == bytes_.end()) continue;
+      tensor.clear_float_data();
+      tensor.mutable_raw_data()->swap(it->second);
+      bytes_.erase(it);
+    }
+    if (!bytes_.empty()) {
+      return Status::internal("opset conversion lost initializer \"" + bytes_.begin()->first +
+                              "\"");
+    }
+    return {};
   }
+
+ private:
+  static constexpr size_t kSmallestSetAside = 4096;
+  std::map<std::string, std::string> bytes_;
+};
+
+// What both parsers check once the protobuf is read.
+Expected<LoadedModel> check_parsed(LoadedModel loaded) {
+  const onnx::ModelProto& model = loaded.proto;
   if (!model.has_graph() || model.graph().node_size() == 0) {
     return Status::invalid_model("not an ONNX model: it has no graph nodes");
   }
@@ -156,6 +181,43 @@ Expected<LoadedModel> load_onnx_model(const void* data, size_t size,
                                " is outside the supported range " + std::to_string(kOldestOpset) +
                                " to " + std::to_string(kCanonicalOpset));
   }
+  return loaded;
+}
+
+Status unparsable(int64_t size) {
+  return Status::invalid_model("not an ONNX model: the protobuf cannot be parsed (" +
+                               std::to_string(size) + " bytes; truncated or another format?)");
+}
+
+Expected<LoadedModel> parse_onnx_model(const void* data, size_t size) {
+  if (data == nullptr || size == 0) return Status::invalid_model("model is empty (0 bytes)");
+  if (size > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return Status::unsupported("model of " + std::to_string(size) +
+                               " bytes exceeds protobuf's 2 GiB limit; use external data");
+  }
+  LoadedModel loaded;
+  if (!loaded.proto.ParseFromArray(data, static_cast<int>(size)))
+    return unparsable(static_cast<int64_t>(size));
+  return check_parsed(std::move(loaded));
+}
+
+Expected<LoadedModel> parse_onnx_model(std::istream& stream) {
+  const std::streampos start = stream.tellg();
+  stream.seekg(0, std::ios::end);
+  const int64_t size = static_cast<int64_t>(stream.tellg() - start);
+  stream.seekg(start);
+  if (size <= 0) return Status::invalid_model("model is empty (0 bytes)");
+  if (size > std::numeric_limits<int>::max()) {
+    return Status::unsupported("model of " + std::to_string(size) +
+                               " bytes exceeds protobuf's 2 GiB limit; use external data");
+  }
+  LoadedModel loaded;
+  if (!loaded.proto.ParseFromIstream(&stream)) return unparsable(size);
+  return check_parsed(std::move(loaded));
+}
+
+Status prepare_onnx_model(LoadedModel& loaded, const std::string& external_data_dir) {
+  onnx::ModelProto& model = loaded.proto;
   for (auto& tensor : *model.mutable_graph()->mutable_initializer()) {
     if (tensor.data_location() == onnx::TensorProto::EXTERNAL) {
       DENSERT_RETURN_IF_ERROR(inline_external_data(tensor, external_data_dir));
@@ -170,6 +232,7 @@ Expected<LoadedModel> load_onnx_model(const void* data, size_t size,
   DENSERT_RETURN_IF_ERROR(check_graph_outputs(model.graph()));
   DENSERT_RETURN_IF_ERROR(check_op_domains(model));
 
+  WeightsSetAside weights(model);
   if (loaded.original_opset != kCanonicalOpset) {
     try {
       model = onnx::version_conversion::ConvertVersion(model, kCanonicalOpset);
@@ -188,7 +251,7 @@ Expected<LoadedModel> load_onnx_model(const void* data, size_t size,
   } catch (const std::exception& e) {
     return Status::invalid_model("ONNX shape inference: " + one_line(e.what()));
   }
-  return loaded;
+  return weights.restore(model);
 }
 
 }  // namespace densert

@@ -88,6 +88,12 @@ ValueId Graph::add_value(std::string name, Dims dims) {
   return static_cast<ValueId>(values.size() - 1);
 }
 
+ValueId Graph::add_constant(std::string name, std::shared_ptr<const Tensor> tensor) {
+  const ValueId id = add_value(std::move(name), tensor->dims);
+  values.back().constant = std::move(tensor);
+  return id;
+}
+
 ValueId Graph::add_constant(std::string name, Tensor tensor) {
   const ValueId id = add_value(std::move(name), tensor.dims);
   values.back().constant = std::make_shared<const Tensor>(std::move(tensor));
@@ -102,6 +108,32 @@ NodeId Graph::add_node(OpType op, std::string name, std::vector<ValueId> node_in
     values.at(static_cast<size_t>(out)).producer = id;
   nodes.push_back(std::move(node));
   return id;
+}
+
+void Graph::release_constant_data(ValueId id) {
+  Value& value = values.at(static_cast<size_t>(id));
+  if (value.constant && !value.constant->data.empty()) {
+    value.constant = std::make_shared<const Tensor>(Tensor(value.constant->dims, {}));
+  }
+}
+
+int Graph::release_unread_constants() {
+  std::vector<bool> read(values.size(), false);
+  for (const Node& node : nodes) {
+    for (ValueId in : node.inputs) {
+      if (in != kNoValue) read[static_cast<size_t>(in)] = true;
+    }
+  }
+  for (ValueId out : outputs)
+    read[static_cast<size_t>(out)] = true;
+  int released = 0;
+  for (size_t v = 0; v < values.size(); ++v) {
+    if (!read[v] && values[v].constant && !values[v].constant->data.empty()) {
+      release_constant_data(static_cast<ValueId>(v));
+      ++released;
+    }
+  }
+  return released;
 }
 
 void Graph::replace_uses(ValueId from, ValueId to) {

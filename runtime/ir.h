@@ -212,6 +212,7 @@ class Graph {
 
   ValueId add_value(std::string name, Dims dims);
   ValueId add_constant(std::string name, Tensor tensor);
+  ValueId add_constant(std::string name, std::shared_ptr<const Tensor> tensor);
   NodeId add_node(OpType op, std::string name, std::vector<ValueId> inputs,
                   std::vector<ValueId> outputs, Attributes attrs = {});
 
@@ -219,6 +220,11 @@ class Graph {
   Value& value(ValueId id) { return values.at(static_cast<size_t>(id)); }
   const Tensor& constant(ValueId id) const { return *values.at(static_cast<size_t>(id)).constant; }
 
+  // Drops a constant's data but keeps its dims, for constants whose values now live
+  // elsewhere (in a kernel's weight memory) or that nothing reads any more.
+  void release_constant_data(ValueId id);
+  // Releases the data of every constant that no node and no graph output reads.
+  int release_unread_constants();
   // Points every reader of `from` (and the graph outputs) at `to`.
   void replace_uses(ValueId from, ValueId to);
   // Recomputes Value::producer from the node list; passes call it after rewriting.

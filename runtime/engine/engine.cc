@@ -189,7 +189,6 @@ struct Engine::Plan {
   Status add_pool(Step& step, const Node& node, const std::vector<Dims>& dims);
   Status add_gemm(Step& step, const Node& node, dnnl::stream& stream);
   Status add_softmax(Step& step, const Node& node);
-  void release_primitive_constants();
 };
 
 namespace {
@@ -581,25 +580,6 @@ Status Engine::Plan::add_gemm(Step& step, const Node& node, dnnl::stream& stream
   return {};
 }
 
-void Engine::Plan::release_primitive_constants() {
-  // A constant that only primitives read lives on in their own weight memory; dims stay.
-  std::vector<bool> needed(graph.values.size(), false);
-  for (const Step& step : steps) {
-    if (step.kind == StepKind::kPrimitive) continue;
-    for (ValueId in : graph.nodes[step.node].inputs) {
-      if (in != kNoValue) needed[in] = true;
-    }
-  }
-  for (ValueId out : graph.outputs)
-    needed[out] = true;
-  for (size_t v = 0; v < graph.values.size(); ++v) {
-    if (graph.values[v].is_constant() && !needed[v]) {
-      graph.values[v].constant =
-          std::make_shared<const Tensor>(Tensor(graph.values[v].constant->dims, {}));
-    }
-  }
-}
-
 Status Engine::Plan::add_softmax(Step& step, const Node& node) {
   const int axis = static_cast<int>(node.attrs_as<AxisAttrs>().axis);
   dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference,
@@ -616,6 +596,17 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
   std::set<ValueId> views;
   for (const DenseBlock& block : graph.blocks)
     views.insert(block.views.begin(), block.views.end());
+  // A constant that only primitives read lives on in their own weight memory: its data is
+  // released as soon as its last reader is built, which keeps load-time memory low.
+  std::vector<int> unbuilt_readers(graph.values.size(), 0);
+  std::vector<bool> read_by_non_primitive(graph.values.size(), false);
+  for (const Node& node : graph.nodes) {
+    for (ValueId in : node.inputs) {
+      if (in != kNoValue) ++unbuilt_readers[in];
+    }
+  }
+  for (ValueId out : graph.outputs)
+    read_by_non_primitive[out] = true;
   for (size_t n = 0; n < graph.nodes.size(); ++n) {
     const Node& node = graph.nodes[n];
     Step step;
@@ -691,6 +682,11 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
     }
     DENSERT_LOG(kDispatch) << "primitive," << node.name << "," << step.info.op << ","
                            << step.info.implementation;
+    for (ValueId in : node.inputs) {
+      if (in == kNoValue || !graph.value(in).is_constant()) continue;
+      read_by_non_primitive[in] = read_by_non_primitive[in] || step.kind != StepKind::kPrimitive;
+      if (--unbuilt_readers[in] == 0 && !read_by_non_primitive[in]) graph.release_constant_data(in);
+    }
     summary.steps.push_back(step.info);
     steps.push_back(std::move(step));
   }
@@ -839,7 +835,6 @@ Status Engine::Plan::build(const EngineOptions& options) {
   } catch (const dnnl::error& e) {
     return Status::internal(std::string("oneDNN: ") + e.what());
   }
-  release_primitive_constants();
   DENSERT_LOG(kInfo) << "plan: " << steps.size() << " steps, arena " << summary.arena_bytes
                      << " bytes, " << graph.blocks.size() << " dense blocks, "
                      << summary.concat_bytes_copied << " bytes copied by Concat per image, "

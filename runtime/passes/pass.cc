@@ -39,6 +39,8 @@ Expected<std::vector<PassReport>> optimize(Graph& graph, const OptimizeOptions& 
                        << (report.ran ? std::to_string(report.rewrites) + " rewrites" : "disabled");
     reports.push_back(report);
   }
+  // Weights replaced by folded ones are no longer read.
+  graph.release_unread_constants();
   return reports;
 }
 

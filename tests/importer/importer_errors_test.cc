@@ -406,9 +406,9 @@ TEST(ImporterTypes, UnsupportedInitializerElementType) {
   auto* graph = model.mutable_graph();
   auto* scale = graph->add_initializer();
   scale->set_name("scale");
-  scale->set_data_type(onnx::TensorProto::UINT8);
+  scale->set_data_type(onnx::TensorProto::FLOAT16);
   scale->add_dims(1);
-  scale->add_int32_data(2);
+  scale->add_int32_data(0x4000);  // 2.0 in half precision
   // relu_out * Cast(scale) keeps the model well typed.
   auto* relu = find_node(model, "relu");
   relu->set_output(0, "relu_raw");
@@ -418,8 +418,8 @@ TEST(ImporterTypes, UnsupportedInitializerElementType) {
   reorder(model, {"conv", "relu", "cast_scale", "scale_mul", "gap", "flatten", "fc"});
   expect_error(
       import_model(model), ErrorKind::kUnsupported,
-      R"(tensor "scale" has element type UINT8; densert reads float, double, int32 and int64)"
-      " tensors");
+      R"(tensor "scale" has element type FLOAT16; densert reads float, double, int32, int64,)"
+      " bool and uint8 tensors");
 }
 
 TEST(ImporterTensors, RawDataSizeMismatch) {
