@@ -26,6 +26,7 @@ struct BenchOptions {
   double seconds = 5.0;
   bool json = false;
   bool profile = false;
+  bool image_per_thread = true;
   std::string input;   // .npy to run on instead of random data
   std::string output;  // .npy to write the last run's first output to
 };
@@ -57,6 +58,7 @@ int run_bench(const BenchOptions& options) {
   const auto plan_start = Clock::now();
   EngineOptions engine_options;
   engine_options.threads = options.threads;
+  engine_options.batch_parallel = options.image_per_thread;
   Expected<std::shared_ptr<Engine>> engine = Engine::create(std::move(*graph), engine_options);
   if (!engine.ok()) return report(engine.status());
   const double plan_ms = ms_since(plan_start);
@@ -183,6 +185,8 @@ Command add_bench_command(CLI::App& app) {
   sub->add_option("--seconds", options->seconds, "Time to spend on timed runs (default 5)")
       ->excludes(iters);
   sub->add_flag("--json", options->json, "Print the results as JSON");
+  sub->add_flag("!--all-threads-per-image", options->image_per_thread,
+                "Run each image of a batch on every thread instead of one image per thread");
   sub->add_option("--input", options->input, "Run on the first --batch images of this .npy");
   sub->add_option("--output", options->output, "Write the first output of the last run as .npy");
   sub->add_flag("--profile", options->profile, "Add a per-step time table");

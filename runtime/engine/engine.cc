@@ -157,12 +157,15 @@ struct Engine::Plan {
   std::vector<Step> steps;
   PlanSummary summary;
   int threads = 1;
+  bool batch_parallel = true;
 
   struct Context : ExecutionContext {
     const Plan* owner = nullptr;
     float* arena = nullptr;
     dnnl::stream stream;
     std::vector<std::unordered_map<int, memory>> args;  // per step
+    // Extra contexts for running the images of a batch side by side, made on first use.
+    std::vector<std::unique_ptr<Context>> workers;
     ~Context() { std::free(arena); }
   };
   mutable std::mutex pool_mutex;
@@ -796,6 +799,7 @@ Status Engine::Plan::run_image(Context& ctx, const std::vector<const float*>& in
 
 Status Engine::Plan::build(const EngineOptions& options) {
   threads = options.threads > 0 ? options.threads : physical_core_count();
+  batch_parallel = options.batch_parallel;
   summary.threads = threads;
   omp_set_num_threads(threads);
   DENSERT_ASSIGN_OR_RETURN(summary.passes, optimize(graph, options.optimize));
@@ -894,21 +898,55 @@ Status Engine::run(ExecutionContext& context, int64_t batch, const float* const*
   for (size_t i = 0; i < plan.graph.outputs.size(); ++i) {
     if (!outputs[i]) return Status::bad_argument("output " + std::to_string(i) + " is null");
   }
-  omp_set_num_threads(plan.threads);
   const bool profile = log_enabled(LogCategory::kProfile) || step_ms_out;
   std::vector<double> step_ms(profile ? plan.steps.size() : 0, 0.0);
-  try {
-    std::vector<const float*> in(plan.graph.inputs.size());
-    std::vector<float*> out(plan.graph.outputs.size());
-    for (int64_t image = 0; image < batch; ++image) {
-      for (size_t i = 0; i < in.size(); ++i)
-        in[i] = inputs[i] + image * input_elements_per_image(i);
-      for (size_t i = 0; i < out.size(); ++i)
-        out[i] = outputs[i] + image * output_elements_per_image(i);
-      DENSERT_RETURN_IF_ERROR(plan.run_image(*ctx, in, out, profile ? &step_ms : nullptr));
+  // Runs images [first, first + count) one after another on a context.
+  const auto run_images = [&](Plan::Context& worker, int64_t first, int64_t count,
+                              std::vector<double>* times) -> Status {
+    try {
+      std::vector<const float*> in(plan.graph.inputs.size());
+      std::vector<float*> out(plan.graph.outputs.size());
+      for (int64_t image = first; image < first + count; ++image) {
+        for (size_t i = 0; i < in.size(); ++i)
+          in[i] = inputs[i] + image * input_elements_per_image(i);
+        for (size_t i = 0; i < out.size(); ++i)
+          out[i] = outputs[i] + image * output_elements_per_image(i);
+        DENSERT_RETURN_IF_ERROR(plan.run_image(worker, in, out, times));
+      }
+    } catch (const dnnl::error& e) {
+      return Status::internal(std::string("oneDNN: ") + e.what());
     }
-  } catch (const dnnl::error& e) {
-    return Status::internal(std::string("oneDNN: ") + e.what());
+    return {};
+  };
+
+  // A batch of at least as many images as threads runs one image per thread: small
+  // convolutions scale poorly across cores, whole images do not. Profiling keeps to one
+  // thread of images so that step times stay comparable.
+  const int64_t workers =
+      plan.batch_parallel && !profile ? std::min<int64_t>(plan.threads, batch) : 1;
+  if (workers <= 1) {
+    omp_set_num_threads(plan.threads);
+    DENSERT_RETURN_IF_ERROR(run_images(*ctx, 0, batch, profile ? &step_ms : nullptr));
+  } else {
+    while (static_cast<int64_t>(ctx->workers.size()) < workers - 1) {
+      DENSERT_ASSIGN_OR_RETURN(std::unique_ptr<Plan::Context> extra, plan.make_context());
+      ctx->workers.push_back(std::move(extra));
+    }
+    std::vector<Status> results(static_cast<size_t>(workers));
+    std::vector<std::thread> threads;
+    for (int64_t w = 0; w < workers; ++w) {
+      const int64_t first = batch * w / workers;
+      const int64_t count = batch * (w + 1) / workers - first;
+      Plan::Context& worker = w == 0 ? *ctx : *ctx->workers[static_cast<size_t>(w - 1)];
+      threads.emplace_back([&, first, count, w] {
+        omp_set_num_threads(1);
+        results[static_cast<size_t>(w)] = run_images(worker, first, count, nullptr);
+      });
+    }
+    for (std::thread& thread : threads)
+      thread.join();
+    for (const Status& result : results)
+      DENSERT_RETURN_IF_ERROR(result);
   }
   if (step_ms_out) {
     step_ms_out->resize(plan.steps.size(), 0.0);

@@ -15,6 +15,9 @@ namespace densert {
 
 struct EngineOptions {
   int threads = 0;  // 0: the number of physical cores
+  // Batches of at least `threads` images run one image per thread instead of every thread
+  // on each image in turn.
+  bool batch_parallel = true;
   OptimizeOptions optimize;
 };
 
