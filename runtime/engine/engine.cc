@@ -134,6 +134,7 @@ struct Step {
   NodeId node;
   StepKind kind = StepKind::kNone;
   dnnl::primitive primitive;
+  memory::desc scratchpad;  // the primitive's scratchpad, in the context's scratch buffer
   std::vector<ArgRef> args;
   StepInfo info;
 };
@@ -162,11 +163,15 @@ struct Engine::Plan {
   struct Context : ExecutionContext {
     const Plan* owner = nullptr;
     float* arena = nullptr;
+    void* scratch = nullptr;
     dnnl::stream stream;
     std::vector<std::unordered_map<int, memory>> args;  // per step
     // Extra contexts for running the images of a batch side by side, made on first use.
     std::vector<std::unique_ptr<Context>> workers;
-    ~Context() { std::free(arena); }
+    ~Context() {
+      std::free(arena);
+      std::free(scratch);
+    }
   };
   mutable std::mutex pool_mutex;
   mutable std::vector<std::unique_ptr<Context>> pool;
@@ -196,8 +201,11 @@ struct Engine::Plan {
 
 namespace {
 
-dnnl::primitive_attr activation_attr(const Activation& act) {
+// Attributes of every primitive: its scratchpad is memory of the execution context (so that
+// contexts run concurrently whatever oneDNN was built with), plus a fused activation.
+dnnl::primitive_attr activation_attr(const Activation& act = {}) {
   dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (act.none()) return attr;
   dnnl::post_ops ops;
   if (act.kind == Activation::Kind::kRelu) {
@@ -451,6 +459,7 @@ Status Engine::Plan::add_conv(Step& step, const Node& node, const std::vector<Di
       {w.dilations[0] - 1, w.dilations[1] - 1}, {w.pads[0], w.pads[1]}, {w.pads[2], w.pads[3]});
   dnnl::convolution_forward::primitive_desc pd(desc, activation_attr(attrs.activation), cpu);
   step.primitive = dnnl::convolution_forward(pd);
+  step.scratchpad = pd.scratchpad_desc();
   step.info.implementation = pd.impl_info_str();
   step.info.flops = conv_flops(graph, node, dims);
   step.args = {{DNNL_ARG_SRC, node.inputs[0]},
@@ -479,12 +488,12 @@ Status Engine::Plan::add_batch_norm(Step& step, const Node& node, dnnl::stream& 
                dnnl::normalization_flags::use_shift;
   const bool relu = attrs.activation.kind == Activation::Kind::kRelu;
   if (relu) flags |= dnnl::normalization_flags::fuse_norm_relu;
-  dnnl::primitive_attr attr;
-  if (!relu) attr = activation_attr(attrs.activation);
+  const dnnl::primitive_attr attr = activation_attr(relu ? Activation{} : attrs.activation);
   dnnl::batch_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, desc_of(src),
                                                attrs.epsilon, flags);
   dnnl::batch_normalization_forward::primitive_desc pd(desc, attr, cpu);
   step.primitive = dnnl::batch_normalization_forward(pd);
+  step.scratchpad = pd.scratchpad_desc();
   step.info.implementation = pd.impl_info_str();
   const memory::desc param_desc({phys}, memory::data_type::f32, Tag::a);
   step.args = {{DNNL_ARG_SRC, node.inputs[0]},
@@ -506,8 +515,9 @@ Status Engine::Plan::add_eltwise(Step& step, const Node& node) {
     hi = node.attrs_as<ClipAttrs>().max;
   }
   dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, alg, desc_of(src), lo, hi);
-  dnnl::eltwise_forward::primitive_desc pd(desc, cpu);
+  dnnl::eltwise_forward::primitive_desc pd(desc, activation_attr(), cpu);
   step.primitive = dnnl::eltwise_forward(pd);
+  step.scratchpad = pd.scratchpad_desc();
   step.info.implementation = pd.impl_info_str();
   step.args = {{DNNL_ARG_SRC, node.inputs[0]}, {DNNL_ARG_DST, node.outputs[0]}};
   return {};
@@ -541,8 +551,9 @@ Status Engine::Plan::add_pool(Step& step, const Node& node, const std::vector<Di
       dnnl::prop_kind::forward_inference, alg, desc_of(src), desc_of(dst),
       {w.strides[0], w.strides[1]}, {w.kernel[0], w.kernel[1]},
       {w.dilations[0] - 1, w.dilations[1] - 1}, {w.pads[0], w.pads[1]}, pad_end);
-  dnnl::pooling_v2_forward::primitive_desc pd(desc, cpu);
+  dnnl::pooling_v2_forward::primitive_desc pd(desc, activation_attr(), cpu);
   step.primitive = dnnl::pooling_v2_forward(pd);
+  step.scratchpad = pd.scratchpad_desc();
   step.info.implementation = pd.impl_info_str();
   step.args = {{DNNL_ARG_SRC, node.inputs[0]}, {DNNL_ARG_DST, node.outputs[0]}};
   (void)dims;
@@ -574,6 +585,7 @@ Status Engine::Plan::add_gemm(Step& step, const Node& node, dnnl::stream& stream
                                          bias_desc, desc_of(placements[node.outputs[0]]));
   dnnl::inner_product_forward::primitive_desc pd(desc, activation_attr(attrs.activation), cpu);
   step.primitive = dnnl::inner_product_forward(pd);
+  step.scratchpad = pd.scratchpad_desc();
   step.info.implementation = pd.impl_info_str();
   step.info.flops = 2.0 * static_cast<double>(n * k);
   step.args = {{DNNL_ARG_SRC, node.inputs[0]},
@@ -587,8 +599,9 @@ Status Engine::Plan::add_softmax(Step& step, const Node& node) {
   const int axis = static_cast<int>(node.attrs_as<AxisAttrs>().axis);
   dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference,
                                    desc_of(placements[node.inputs[0]]), axis);
-  dnnl::softmax_forward::primitive_desc pd(desc, cpu);
+  dnnl::softmax_forward::primitive_desc pd(desc, activation_attr(), cpu);
   step.primitive = dnnl::softmax_forward(pd);
+  step.scratchpad = pd.scratchpad_desc();
   step.info.implementation = pd.impl_info_str();
   step.args = {{DNNL_ARG_SRC, node.inputs[0]}, {DNNL_ARG_DST, node.outputs[0]}};
   return {};
@@ -706,8 +719,19 @@ Expected<std::unique_ptr<Engine::Plan::Context>> Engine::Plan::make_context() co
   // Padding channels must read as zeros before anything writes them.
   std::memset(ctx->arena, 0, bytes);
   ctx->stream = dnnl::stream(cpu);
+  // One scratch buffer serves every step in turn: steps of a context never overlap.
+  size_t scratch_bytes = 64;
+  for (const Step& step : steps)
+    scratch_bytes = std::max(scratch_bytes, step.scratchpad.get_size());
+  ctx->scratch = std::aligned_alloc(64, round_up(static_cast<int64_t>(scratch_bytes), 64));
+  if (!ctx->scratch)
+    return Status::internal("cannot allocate a scratchpad of " + std::to_string(scratch_bytes) +
+                            " bytes");
   ctx->args.resize(steps.size());
   for (size_t s = 0; s < steps.size(); ++s) {
+    if (steps[s].kind == StepKind::kPrimitive && steps[s].scratchpad.get_size() > 0) {
+      ctx->args[s].emplace(DNNL_ARG_SCRATCHPAD, memory(steps[s].scratchpad, cpu, ctx->scratch));
+    }
     for (const ArgRef& ref : steps[s].args) {
       if (ref.constant >= 0) {
         ctx->args[s].emplace(ref.arg, constants[ref.constant]);
