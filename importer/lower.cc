@@ -172,13 +172,6 @@ Known from_tensor(Tensor tensor) {
   return known;
 }
 
-std::vector<int64_t> row_major_strides(const Dims& dims) {
-  std::vector<int64_t> strides(dims.size(), 1);
-  for (size_t d = dims.size(); d-- > 1;)
-    strides[d - 1] = strides[d] * dims[d];
-  return strides;
-}
-
 class Lowering {
  public:
   // original_opset is the model's own opset, before conversion; messages report it.
