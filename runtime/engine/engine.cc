@@ -4,8 +4,7 @@
 // physical channel count rounded up to 16 and a map from logical to physical channels. Every
 // consumer's weights or parameters are expanded with zeros at the unused physical channels,
 // so whatever finite values those hold (zeros from the arena, or a Clip's floor) never reach
-// a result. Plain values use the
-// logical row-major layout. Block buffers hold one segment per concatenated value, each
+// a result. Plain values use the logical row-major layout. Block buffers hold one segment per concatenated value, each
 // padded to the channel block, so every segment and every prefix is a dense descriptor at an
 // offset: oneDNN keeps its JIT kernels for them (it falls back to its reference kernel for
 // sub-memory views).
@@ -22,7 +21,6 @@
 #include <fstream>
 #include <mutex>
 #include <set>
-#include <sstream>
 #include <thread>
 #include <unordered_map>
 
@@ -56,12 +54,6 @@ struct Placement {
   int64_t floats() const {
     return blocked ? physical_channels * height() * width() : num_elements(dims);
   }
-  bool identity_map() const {
-    for (size_t c = 0; c < channel_map.size(); ++c) {
-      if (channel_map[c] != static_cast<int64_t>(c)) return false;
-    }
-    return true;
-  }
 };
 
 Placement blocked_placement(const Dims& dims) {
@@ -89,7 +81,7 @@ memory::desc desc_of(const Placement& p) {
   return plain_desc(p.dims);
 }
 
-// Address of logical element (c, h, w) of a 4-D placement, or element i of a plain one.
+// Index of logical channel c at pixel hw (h * width + w) of a blocked placement.
 inline int64_t blocked_index(const Placement& p, int64_t c, int64_t hw) {
   const int64_t phys = p.channel_map[c];
   return ((phys / kBlock) * p.height() * p.width() + hw) * kBlock + phys % kBlock;
