@@ -96,7 +96,7 @@ void gather(const Placement& p, const float* base, float* out) {
   const int64_t hw = p.height() * p.width();
   for (int64_t c = 0; c < p.dims[1]; ++c) {
     for (int64_t i = 0; i < hw; ++i)
-      out[c * hw + i] = base[blocked_index(p, c, hw ? i : 0)];
+      out[c * hw + i] = base[blocked_index(p, c, i)];
   }
 }
 
