@@ -52,6 +52,8 @@ struct FixtureModel {
   const char* opset_line;
 };
 
+void PrintTo(const FixtureModel& fixture, std::ostream* out) { *out << fixture.name; }
+
 class CliOnFixture : public ::testing::TestWithParam<FixtureModel> {};
 
 TEST_P(CliOnFixture, InspectAndRun) {

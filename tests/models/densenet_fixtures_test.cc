@@ -38,6 +38,9 @@ const Fixture kFixtures[] = {
     {"densenet161_op17", 224, 4, false},
 };
 
+// Names the fixture in test listings instead of dumping its bytes.
+void PrintTo(const Fixture& fixture, std::ostream* out) { *out << fixture.name; }
+
 class DenseNetFixture : public ::testing::TestWithParam<Fixture> {
  protected:
   std::string path(const std::string& file) const { return fixture_dir() + "/" + file; }

@@ -21,6 +21,8 @@ struct PhotoCase {
   const char* preset;
 };
 
+void PrintTo(const PhotoCase& c, std::ostream* out) { *out << c.photo << " " << c.preset; }
+
 class PresetMatchesTorchvision : public ::testing::TestWithParam<PhotoCase> {};
 
 TEST_P(PresetMatchesTorchvision, WithinToleranceAfterNormalisation) {
