@@ -28,10 +28,9 @@ struct CommandResult {
 };
 
 CommandResult densert(const std::string& arguments) {
-  const char* binary_dir = std::getenv("DENSERT_BINARY_DIR");
   const std::string err_file = ::testing::TempDir() + "densert_stderr.txt";
-  const std::string command = std::string(binary_dir ? binary_dir : "build") + "/cli/densert " +
-                              arguments + " 2> " + err_file;
+  const std::string command =
+      testing::binary_dir() + "/cli/densert " + arguments + " 2> " + err_file;
   CommandResult result;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;
@@ -52,7 +51,9 @@ struct FixtureModel {
   const char* opset_line;
 };
 
-void PrintTo(const FixtureModel& fixture, std::ostream* out) { *out << fixture.name; }
+void PrintTo(const FixtureModel& fixture, std::ostream* out) {
+  *out << fixture.name;
+}
 
 class CliOnFixture : public ::testing::TestWithParam<FixtureModel> {};
 
@@ -178,7 +179,12 @@ TEST(Classify, BadFilesAreReportedAndTheRestClassified) {
               "/cut.png " + source_dir() + "/examples/images/bag.png " + dir.path() +
               "/missing.png --top 1");
   EXPECT_EQ(result.exit_code, 1);
-  EXPECT_NE(result.stdout_text.find("bag.png  bag "), std::string::npos) << result.stdout_text;
+  // One line: the good image, padded to the longest name given, then its label.
+  EXPECT_EQ(std::count(result.stdout_text.begin(), result.stdout_text.end(), '\n'), 1)
+      << result.stdout_text;
+  EXPECT_EQ(result.stdout_text.rfind(source_dir() + "/examples/images/bag.png ", 0), 0u)
+      << result.stdout_text;
+  EXPECT_NE(result.stdout_text.find("  bag 1.000"), std::string::npos) << result.stdout_text;
   EXPECT_NE(result.stderr_text.find(dir.path() + "/empty.png: file is empty (0 bytes)"),
             std::string::npos);
   EXPECT_NE(result.stderr_text.find(dir.path() + "/notes.jpg: not a readable image"),

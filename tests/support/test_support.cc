@@ -10,12 +10,17 @@ namespace densert::testing {
 
 std::string fixture_dir() {
   const char* dir = std::getenv("DENSERT_FIXTURE_DIR");
-  return dir ? dir : "fixtures";
+  return dir ? dir : DENSERT_TEST_FIXTURE_DIR;
 }
 
 std::string source_dir() {
   const char* dir = std::getenv("DENSERT_SOURCE_DIR");
-  return dir ? dir : ".";
+  return dir ? dir : DENSERT_TEST_SOURCE_DIR;
+}
+
+std::string binary_dir() {
+  const char* dir = std::getenv("DENSERT_BINARY_DIR");
+  return dir ? dir : DENSERT_TEST_BINARY_DIR;
 }
 
 float max_abs_diff(const Tensor& a, const Tensor& b) {

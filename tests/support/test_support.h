@@ -14,6 +14,8 @@ namespace densert::testing {
 std::string fixture_dir();
 // The source tree (DENSERT_SOURCE_DIR).
 std::string source_dir();
+// The build tree (DENSERT_BINARY_DIR).
+std::string binary_dir();
 
 // max |a - b| over all elements; infinity if the shapes differ.
 float max_abs_diff(const Tensor& a, const Tensor& b);
