@@ -18,6 +18,8 @@ struct EngineOptions {
   // Batches of at least `threads` images run one image per thread instead of every thread
   // on each image in turn.
   bool batch_parallel = true;
+  // Lets large 3x3 convolutions use oneDNN's Winograd kernel; off gives direct kernels only.
+  bool winograd = true;
   OptimizeOptions optimize;
 };
 
