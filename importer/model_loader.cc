@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "importer/onnx_importer.h"
+#include "importer/opset18.h"
 #include "runtime/log.h"
 
 namespace densert {
@@ -176,10 +177,10 @@ Expected<LoadedModel> check_parsed(LoadedModel loaded) {
     return Status::invalid_model("not an ONNX model: it has no graph nodes");
   }
   DENSERT_ASSIGN_OR_RETURN(loaded.original_opset, default_domain_opset(model));
-  if (loaded.original_opset < kOldestOpset || loaded.original_opset > kCanonicalOpset) {
+  if (loaded.original_opset < kOldestOpset || loaded.original_opset > kNewestOpset) {
     return Status::unsupported("opset " + std::to_string(loaded.original_opset) +
                                " is outside the supported range " + std::to_string(kOldestOpset) +
-                               " to " + std::to_string(kCanonicalOpset));
+                               " to " + std::to_string(kNewestOpset));
   }
   return loaded;
 }
@@ -224,6 +225,8 @@ Status prepare_onnx_model(LoadedModel& loaded, const std::string& external_data_
     }
   }
 
+  if (loaded.original_opset == 18) DENSERT_RETURN_IF_ERROR(downgrade_opset_18(model));
+
   try {
     onnx::checker::check_model(model);
   } catch (const std::exception& e) {
@@ -233,7 +236,7 @@ Status prepare_onnx_model(LoadedModel& loaded, const std::string& external_data_
   DENSERT_RETURN_IF_ERROR(check_op_domains(model));
 
   WeightsSetAside weights(model);
-  if (loaded.original_opset != kCanonicalOpset) {
+  if (loaded.original_opset < kCanonicalOpset) {
     try {
       model = onnx::version_conversion::ConvertVersion(model, kCanonicalOpset);
     } catch (const std::exception& e) {

@@ -10,9 +10,11 @@
 namespace densert {
 
 // Every model is converted to this opset before lowering, so lowering handles one opset.
-// It is the newest opset that Debian's ONNX library (1.12) knows.
+// It is the newest opset that Debian's ONNX library (1.12) knows; opset 18 is rewritten to
+// it by densert itself (importer/opset18.h).
 constexpr int kCanonicalOpset = 17;
 constexpr int kOldestOpset = 7;
+constexpr int kNewestOpset = 18;
 
 // Reads a model file; external data files are resolved next to it.
 Expected<Graph> import_onnx_file(const std::string& path);
