@@ -448,16 +448,23 @@ Expected<std::vector<Tensor>> run_reference_node(const Graph& graph, const Node&
   return out;
 }
 
-Expected<std::vector<Tensor>> run_reference(const Graph& graph, const std::vector<Tensor>& inputs) {
+Expected<int64_t> batch_from_inputs(const Graph& graph, const std::vector<Tensor>& inputs) {
   std::vector<Dims> input_dims;
-  for (const Tensor& t : inputs) {
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& t = inputs[i];
     if (static_cast<int64_t>(t.data.size()) != t.numel()) {
-      return Status::bad_argument("input tensor holds " + std::to_string(t.data.size()) +
+      const std::string name =
+          i < graph.inputs.size() ? graph.value(graph.inputs[i]).name : std::to_string(i);
+      return Status::bad_argument("input \"" + name + "\" holds " + std::to_string(t.data.size()) +
                                   " values for shape " + dims_to_string(t.dims));
     }
     input_dims.push_back(t.dims);
   }
-  DENSERT_RETURN_IF_ERROR(batch_from_inputs(graph, input_dims).status());
+  return batch_from_inputs(graph, input_dims);
+}
+
+Expected<std::vector<Tensor>> run_reference(const Graph& graph, const std::vector<Tensor>& inputs) {
+  DENSERT_RETURN_IF_ERROR(batch_from_inputs(graph, inputs).status());
 
   // Values live until their last reader has run.
   std::vector<int> remaining_reads(graph.values.size(), 0);

@@ -11,6 +11,8 @@ namespace densert {
 
 // Batch size implied by the inputs, after checking every input against the graph's shapes.
 Expected<int64_t> batch_from_inputs(const Graph& graph, const std::vector<Dims>& input_dims);
+// The same for tensors, also checking that each holds as many values as its shape says.
+Expected<int64_t> batch_from_inputs(const Graph& graph, const std::vector<Tensor>& inputs);
 
 // Runs the graph on inputs given in graph-input order; returns outputs in graph-output order.
 Expected<std::vector<Tensor>> run_reference(const Graph& graph, const std::vector<Tensor>& inputs);

@@ -25,14 +25,17 @@ int main(int argc, char** argv) {
     fprintf(stderr, "usage: %s MODEL IMAGE\n", argv[0]);
     return 2;
   }
-  if (densert_model_load_file(argv[1], NULL, &model) != DENSERT_OK) return fail("loading the model");
+  if (densert_model_load_file(argv[1], NULL, &model) != DENSERT_OK)
+    return fail("loading the model");
   if (densert_model_input_info(model, 0, &input) != DENSERT_OK ||
       densert_model_output_info(model, 0, &output) != DENSERT_OK) {
     status = fail("reading the model's tensors");
     goto done;
   }
-  for (i = 1; i < input.rank; ++i) input_size *= input.dims[i];
-  for (i = 1; i < output.rank; ++i) output_size *= output.dims[i];
+  for (i = 1; i < input.rank; ++i)
+    input_size *= input.dims[i];
+  for (i = 1; i < output.rank; ++i)
+    output_size *= output.dims[i];
   image = malloc(sizeof(float) * (size_t)input_size);
   logits = malloc(sizeof(float) * (size_t)output_size);
   if (!image || !logits) goto done;
@@ -57,7 +60,8 @@ int main(int argc, char** argv) {
   for (i = 1; i < output_size; ++i) {
     if (logits[i] > logits[best]) best = i;
   }
-  for (i = 0; i < output_size; ++i) sum += exp(logits[i] - logits[best]);
+  for (i = 0; i < output_size; ++i)
+    sum += exp(logits[i] - logits[best]);
   densert_model_label(model, best, &label);
   printf("%s %.3f\n", label ? label : "?", 1.0 / sum);
   status = 0;

@@ -19,7 +19,8 @@ int main(int argc, char** argv) {
 
     const auto best = std::max_element(logits.begin(), logits.end());
     double sum = 0.0;
-    for (float v : logits) sum += std::exp(v - *best);
+    for (float v : logits)
+      sum += std::exp(v - *best);
     const long index = best - logits.begin();
     std::printf("%s %.3f\n", model.label(index).c_str(), 1.0 / sum);
   } catch (const densert::Error& e) {

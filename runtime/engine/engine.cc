@@ -1006,15 +1006,7 @@ Status Engine::run(ExecutionContext& context, int64_t batch, const float* const*
 Expected<std::vector<Tensor>> Engine::run(const std::vector<Tensor>& inputs,
                                           std::vector<double>* step_ms) const {
   const Plan& plan = *plan_;
-  std::vector<Dims> input_dims;
-  for (const Tensor& t : inputs) {
-    if (static_cast<int64_t>(t.data.size()) != t.numel()) {
-      return Status::bad_argument("input tensor holds " + std::to_string(t.data.size()) +
-                                  " values for shape " + dims_to_string(t.dims));
-    }
-    input_dims.push_back(t.dims);
-  }
-  DENSERT_ASSIGN_OR_RETURN(int64_t batch, batch_from_inputs(plan.graph, input_dims));
+  DENSERT_ASSIGN_OR_RETURN(int64_t batch, batch_from_inputs(plan.graph, inputs));
 
   // Contexts are pooled so that concurrent callers each get their own arena.
   std::unique_ptr<Plan::Context> ctx;

@@ -39,7 +39,9 @@ const Fixture kFixtures[] = {
 };
 
 // Names the fixture in test listings instead of dumping its bytes.
-void PrintTo(const Fixture& fixture, std::ostream* out) { *out << fixture.name; }
+void PrintTo(const Fixture& fixture, std::ostream* out) {
+  *out << fixture.name;
+}
 
 class DenseNetFixture : public ::testing::TestWithParam<Fixture> {
  protected:

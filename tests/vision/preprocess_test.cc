@@ -21,7 +21,9 @@ struct PhotoCase {
   const char* preset;
 };
 
-void PrintTo(const PhotoCase& c, std::ostream* out) { *out << c.photo << " " << c.preset; }
+void PrintTo(const PhotoCase& c, std::ostream* out) {
+  *out << c.photo << " " << c.preset;
+}
 
 class PresetMatchesTorchvision : public ::testing::TestWithParam<PhotoCase> {};
 
