@@ -352,7 +352,8 @@ TEST(ImporterBytes, CorruptedBytesNeverCrash) {
 }
 
 TEST(ImporterBytes, NotProtobuf) {
-  static const char kPngHeader[] = "\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x06\0\0\0";
+  static const char kPngHeader[] =
+      "\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x06\0\0\0";
   const std::vector<std::string> inputs = {
       std::string(kPngHeader, sizeof(kPngHeader) - 1),
       "this is a text file, not an ONNX model\n",
