@@ -15,15 +15,19 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <thread>
 #include <unordered_map>
 
+#include "runtime/engine/norm_conv1x1.h"
 #include "runtime/log.h"
 #include "runtime/memory_planner.h"
 #include "runtime/reference_executor.h"
@@ -114,7 +118,9 @@ void scatter(const Placement& p, const float* in, float* base) {
   }
 }
 
-enum class StepKind { kPrimitive, kReference, kToPlain, kConcatCopy, kNone };
+// kNormConv runs a NormConv1x1 (a BatchNormalization folded into the 1x1 convolution that
+// reads it); the BatchNormalization's own step is then kNone.
+enum class StepKind { kPrimitive, kNormConv, kReference, kToPlain, kConcatCopy, kNone };
 
 struct ArgRef {
   int arg;
@@ -128,6 +134,8 @@ struct Step {
   dnnl::primitive primitive;
   memory::desc scratchpad;  // the primitive's scratchpad, in the context's scratch buffer
   std::vector<ArgRef> args;
+  std::shared_ptr<const NormConv1x1> norm_conv;
+  ValueId norm_src = kNoValue;  // kNormConv: the BatchNormalization's input
   StepInfo info;
 };
 
@@ -152,6 +160,10 @@ struct Engine::Plan {
   int threads = 1;
   bool batch_parallel = true;
   bool winograd = true;
+  bool fuse_norm_conv = true;
+  // Per node: the BatchNormalization node a 1x1 convolution absorbs, or -1.
+  std::vector<NodeId> norm_of;
+  std::vector<bool> norm_fused;  // per node: a BatchNormalization some norm_of names
 
   struct Context : ExecutionContext {
     const Plan* owner = nullptr;
@@ -174,9 +186,11 @@ struct Engine::Plan {
     return ctx.arena + request_offsets[p.request] + p.offset;
   }
 
+  bool is_fused_norm(NodeId n) const { return norm_fused[n]; }
   Expected<std::unique_ptr<Context>> make_context() const;
   Status build(const EngineOptions& options);
   Status plan_layouts(const std::vector<Dims>& dims);
+  void find_norm_convs();
   Status plan_memory_requests();
   Status build_steps(const std::vector<Dims>& dims);
   Status run_image(Context& ctx, const std::vector<const float*>& inputs,
@@ -186,6 +200,7 @@ struct Engine::Plan {
   Status add_conv(Step& step, const Node& node, const std::vector<Dims>& dims,
                   dnnl::stream& stream);
   Status add_batch_norm(Step& step, const Node& node, dnnl::stream& stream);
+  Status add_norm_conv(Step& step, const Node& norm, const Node& conv);
   Status add_eltwise(Step& step, const Node& node);
   Status add_pool(Step& step, const Node& node, const std::vector<Dims>& dims);
   Status add_gemm(Step& step, const Node& node, dnnl::stream& stream);
@@ -380,6 +395,8 @@ Status Engine::Plan::plan_memory_requests() {
       if (alias) {
         p.request = placements[node.inputs[0]].request;
         p.offset = placements[node.inputs[0]].offset;
+      } else if (node.op == OpType::kBatchNorm && is_fused_norm(static_cast<NodeId>(n))) {
+        p.request = new_request(0, static_cast<int>(n));  // never written
       } else {
         p.request = new_request(p.floats(), static_cast<int>(n));
       }
@@ -387,7 +404,9 @@ Status Engine::Plan::plan_memory_requests() {
   }
   // A request lives until the last step that reads any value placed in it.
   for (size_t n = 0; n < graph.nodes.size(); ++n) {
-    for (ValueId in : graph.nodes[n].inputs) {
+    std::vector<ValueId> reads = graph.nodes[n].inputs;
+    if (norm_of[n] >= 0) reads.push_back(graph.nodes[norm_of[n]].inputs[0]);
+    for (ValueId in : reads) {
       if (in == kNoValue || placements[in].constant) continue;
       BufferRequest& r = requests[placements[in].request];
       r.last_step = std::max(r.last_step, static_cast<int>(n));
@@ -417,6 +436,95 @@ Status Engine::Plan::plan_memory_requests() {
     info.views = static_cast<int>(block.views.size());
     summary.blocks.push_back(info);
   }
+  return {};
+}
+
+void Engine::Plan::find_norm_convs() {
+  norm_of.assign(graph.nodes.size(), -1);
+  norm_fused.assign(graph.nodes.size(), false);
+  if (!fuse_norm_conv) return;
+  std::vector<int> readers(graph.values.size(), 0);
+  for (const Node& node : graph.nodes) {
+    for (ValueId in : node.inputs) {
+      if (in != kNoValue) ++readers[in];
+    }
+  }
+  for (ValueId out : graph.outputs)
+    ++readers[out];
+  const bool cpu_ok = NormConv1x1::supported();
+  for (size_t n = 0; n < graph.nodes.size(); ++n) {
+    const Node& conv = graph.nodes[n];
+    if (conv.op != OpType::kConv) continue;
+    const Value& in = graph.value(conv.inputs[0]);
+    if (in.producer < 0) continue;
+    const Node& norm = graph.nodes[in.producer];
+    if (norm.op != OpType::kBatchNorm) continue;
+    const auto& attrs = conv.attrs_as<ConvAttrs>();
+    const Window& w = attrs.window;
+    const Dims& wd = graph.value(conv.inputs[1]).dims;
+    const Placement& src = placements[norm.inputs[0]];
+    std::string refused;
+    if (attrs.group != 1 || wd[2] != 1 || wd[3] != 1 || w.strides != std::array<int64_t, 2>{1, 1} ||
+        w.pads != std::array<int64_t, 4>{0, 0, 0, 0}) {
+      continue;  // not a 1x1 convolution: nothing to fuse
+    } else if (readers[conv.inputs[0]] != 1) {
+      refused = "the normalized value has other readers";
+    } else if (!src.blocked || src.dims.size() != 4 || !placements[conv.outputs[0]].blocked) {
+      refused = "not in the blocked layout";
+    } else if (!cpu_ok) {
+      refused = "the CPU has no AVX-512";
+    }
+    if (!refused.empty()) {
+      DENSERT_LOG(kDispatch) << "not fused: " << norm.name << " into " << conv.name << ": "
+                             << refused;
+      continue;
+    }
+    norm_of[n] = in.producer;
+    norm_fused[in.producer] = true;
+    DENSERT_LOG(kDispatch) << "fused: " << norm.name << " into " << conv.name;
+  }
+}
+
+Status Engine::Plan::add_norm_conv(Step& step, const Node& norm, const Node& conv) {
+  const Placement& src = placements[norm.inputs[0]];
+  const Placement& dst = placements[conv.outputs[0]];
+  const auto& norm_attrs = norm.attrs_as<BatchNormAttrs>();
+  const auto& conv_attrs = conv.attrs_as<ConvAttrs>();
+  const Tensor& weights = graph.constant(conv.inputs[1]);
+  const int64_t out_c = weights.dims[0], in_c = weights.dims[1];
+  const int64_t src_phys = src.physical_channels, dst_phys = dst.physical_channels;
+  // y = x * scale + shift per physical channel; padding channels map to zero.
+  std::vector<float> scale(src_phys, 0.0f), shift(src_phys, 0.0f);
+  for (int64_t c = 0; c < in_c; ++c) {
+    const float gamma = graph.constant(norm.inputs[1]).data[c];
+    const float beta = graph.constant(norm.inputs[2]).data[c];
+    const float mean = graph.constant(norm.inputs[3]).data[c];
+    const float var = graph.constant(norm.inputs[4]).data[c];
+    const float a = gamma / std::sqrt(var + norm_attrs.epsilon);
+    scale[src.channel_map[c]] = a;
+    shift[src.channel_map[c]] = beta - mean * a;
+  }
+  std::vector<float> expanded(dst_phys * src_phys, 0.0f), bias(dst_phys, 0.0f);
+  for (int64_t o = 0; o < out_c; ++o) {
+    const int64_t po = dst.channel_map[o];
+    for (int64_t i = 0; i < in_c; ++i)
+      expanded[po * src_phys + src.channel_map[i]] = weights.data[o * in_c + i];
+    if (conv.inputs.size() > 2) bias[po] = graph.constant(conv.inputs[2]).data[o];
+  }
+  const auto bounds = [](const Activation& act) {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    if (act.kind == Activation::Kind::kRelu) return std::pair{0.0f, inf};
+    if (act.kind == Activation::Kind::kClip) return std::pair{act.min, act.max};
+    return std::pair{-inf, inf};
+  };
+  const auto [in_lo, in_hi] = bounds(norm_attrs.activation);
+  const auto [out_lo, out_hi] = bounds(conv_attrs.activation);
+  step.norm_conv = std::make_shared<NormConv1x1>(
+      NormConv1x1Shape{src_phys, dst_phys, src.height() * src.width()}, scale.data(), shift.data(),
+      in_lo, in_hi, expanded.data(), bias.data(), out_lo, out_hi, threads);
+  step.norm_src = norm.inputs[0];
+  step.info.implementation = "densert_norm_conv1x1:avx512";
+  summary.weight_bytes += step.norm_conv->weight_bytes();
   return {};
 }
 
@@ -644,7 +752,12 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
     const Placement& src = placements[node.inputs[0]];
     const Placement& dst = placements[out];
 
-    if (node.op == OpType::kConcat && views.count(out)) {
+    if (norm_fused[n]) {
+      step.info.implementation = "fused";
+    } else if (norm_of[n] >= 0) {
+      DENSERT_RETURN_IF_ERROR(add_norm_conv(step, graph.nodes[norm_of[n]], node));
+      step.kind = StepKind::kNormConv;
+    } else if (node.op == OpType::kConcat && views.count(out)) {
       step.info.implementation = "view";
     } else if (node.op == OpType::kConcat && dst.blocked) {
       step.kind = StepKind::kConcatCopy;
@@ -709,11 +822,20 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
     }
     DENSERT_LOG(kDispatch) << "primitive," << node.name << "," << step.info.op << ","
                            << step.info.implementation;
-    for (ValueId in : node.inputs) {
-      if (in == kNoValue || !graph.value(in).is_constant()) continue;
-      read_by_non_primitive[in] = read_by_non_primitive[in] || step.kind != StepKind::kPrimitive;
-      if (--unbuilt_readers[in] == 0 && !read_by_non_primitive[in]) graph.release_constant_data(in);
-    }
+    // Primitives and densert's kernels keep their own copies of the weights they read. A fused
+    // BatchNormalization's parameters are read when its convolution's kernel is built.
+    const bool owns_weights = step.kind == StepKind::kPrimitive || step.kind == StepKind::kNormConv;
+    const auto built = [&](const Node& reader) {
+      for (ValueId in : reader.inputs) {
+        if (in == kNoValue || !graph.value(in).is_constant()) continue;
+        read_by_non_primitive[in] = read_by_non_primitive[in] || !owns_weights;
+        if (--unbuilt_readers[in] == 0 && !read_by_non_primitive[in]) {
+          graph.release_constant_data(in);
+        }
+      }
+    };
+    if (!norm_fused[n]) built(node);
+    if (norm_of[n] >= 0) built(graph.nodes[norm_of[n]]);
     summary.steps.push_back(step.info);
     steps.push_back(std::move(step));
   }
@@ -732,8 +854,13 @@ Expected<std::unique_ptr<Engine::Plan::Context>> Engine::Plan::make_context() co
   ctx->stream = dnnl::stream(cpu);
   // One scratch buffer serves every step in turn: steps of a context never overlap.
   size_t scratch_bytes = 64;
-  for (const Step& step : steps)
+  for (const Step& step : steps) {
     scratch_bytes = std::max(scratch_bytes, step.scratchpad.get_size());
+    if (step.norm_conv) {
+      scratch_bytes =
+          std::max(scratch_bytes, static_cast<size_t>(step.norm_conv->scratch_floats(threads)) * 4);
+    }
+  }
   ctx->scratch = std::aligned_alloc(64, round_up(static_cast<int64_t>(scratch_bytes), 64));
   if (!ctx->scratch)
     return Status::internal("cannot allocate a scratchpad of " + std::to_string(scratch_bytes) +
@@ -776,6 +903,11 @@ Status Engine::Plan::run_image(Context& ctx, const std::vector<const float*>& in
       case StepKind::kPrimitive:
         step.primitive.execute(ctx.stream, ctx.args[s]);
         if (step_ms) ctx.stream.wait();  // so that the time is this step's alone
+        break;
+      case StepKind::kNormConv:
+        step.norm_conv->run(address(ctx, step.norm_src), address(ctx, node.outputs[0]),
+                            static_cast<float*>(ctx.scratch),
+                            std::min(omp_get_max_threads(), threads));
         break;
       case StepKind::kToPlain:
         gather(placements[node.inputs[0]], address(ctx, node.inputs[0]),
@@ -840,6 +972,7 @@ Status Engine::Plan::build(const EngineOptions& options) {
   threads = options.threads > 0 ? options.threads : physical_core_count();
   batch_parallel = options.batch_parallel;
   winograd = options.winograd;
+  fuse_norm_conv = options.fuse_norm_conv;
   summary.threads = threads;
   omp_set_num_threads(threads);
   DENSERT_ASSIGN_OR_RETURN(summary.passes, optimize(graph, options.optimize));
@@ -873,6 +1006,7 @@ Status Engine::Plan::build(const EngineOptions& options) {
 
   DENSERT_ASSIGN_OR_RETURN(std::vector<Dims> dims, infer_shapes(graph, 1));
   DENSERT_RETURN_IF_ERROR(plan_layouts(dims));
+  find_norm_convs();
   DENSERT_RETURN_IF_ERROR(plan_memory_requests());
   try {
     DENSERT_RETURN_IF_ERROR(build_steps(dims));

@@ -20,6 +20,10 @@ struct EngineOptions {
   bool batch_parallel = true;
   // Lets large 3x3 convolutions use oneDNN's Winograd kernel; off gives direct kernels only.
   bool winograd = true;
+  // Runs each BatchNormalization (+ ReLU or Clip) whose only reader is a 1x1 convolution
+  // together with that convolution in densert's own kernel (on CPUs with AVX-512), which
+  // normalizes the input tile by tile in cache instead of writing it out in full.
+  bool fuse_norm_conv = true;
   OptimizeOptions optimize;
 };
 
@@ -27,8 +31,10 @@ struct EngineOptions {
 struct StepInfo {
   std::string node;
   std::string op;
-  std::string implementation;  // oneDNN's name for the kernel, or "reference", "view", "copy"
-  double flops = 0.0;          // per image
+  // oneDNN's name for the kernel, densert's own ("densert_norm_conv1x1:avx512"), or
+  // "reference", "view", "copy", "fused" (done by the next step that reads it)
+  std::string implementation;
+  double flops = 0.0;  // per image
 };
 
 struct BlockInfo {

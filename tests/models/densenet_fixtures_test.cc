@@ -4,6 +4,7 @@
 
 #include "importer/onnx_importer.h"
 #include "runtime/engine/engine.h"
+#include "runtime/engine/norm_conv1x1.h"
 #include "runtime/npy.h"
 #include "runtime/reference_executor.h"
 #include "runtime/shape_inference.h"
@@ -24,18 +25,19 @@ struct Fixture {
   const char* name;
   int resolution;
   int blocks;           // dense blocks the optimizer must find
+  int layers;           // dense layers (each with a BatchNorm + ReLU + 1x1 bottleneck)
   bool check_all_rows;  // small models: check every row of a batch against batch-1 runs
 };
 
 const Fixture kFixtures[] = {
-    {"densenet_bc_cifar", 32, 3, true},  {"densenet_bc_cifar_op9", 32, 3, true},
-    {"densenet_chained", 40, 2, true},   {"densenet121_op11", 224, 4, false},
-    {"densenet121_op13", 224, 4, false}, {"densenet121_op17", 224, 4, false},
-    {"densenet169_op11", 224, 4, false}, {"densenet169_op13", 224, 4, false},
-    {"densenet169_op17", 224, 4, false}, {"densenet201_op11", 224, 4, false},
-    {"densenet201_op13", 224, 4, false}, {"densenet201_op17", 224, 4, false},
-    {"densenet161_op11", 224, 4, false}, {"densenet161_op13", 224, 4, false},
-    {"densenet161_op17", 224, 4, false},
+    {"densenet_bc_cifar", 32, 3, 48, true},  {"densenet_bc_cifar_op9", 32, 3, 48, true},
+    {"densenet_chained", 40, 2, 8, true},    {"densenet121_op11", 224, 4, 58, false},
+    {"densenet121_op13", 224, 4, 58, false}, {"densenet121_op17", 224, 4, 58, false},
+    {"densenet169_op11", 224, 4, 82, false}, {"densenet169_op13", 224, 4, 82, false},
+    {"densenet169_op17", 224, 4, 82, false}, {"densenet201_op11", 224, 4, 98, false},
+    {"densenet201_op13", 224, 4, 98, false}, {"densenet201_op17", 224, 4, 98, false},
+    {"densenet161_op11", 224, 4, 78, false}, {"densenet161_op13", 224, 4, 78, false},
+    {"densenet161_op17", 224, 4, 78, false},
 };
 
 // Names the fixture in test listings instead of dumping its bytes.
@@ -109,6 +111,17 @@ TEST_P(DenseNetFixture, MatchesPyTorchAndReference) {
   for (const StepInfo& step : plan.steps) {
     EXPECT_EQ(step.implementation.find("ref"), std::string::npos)
         << name << ": " << step.node << " runs on " << step.implementation;
+  }
+  // Where the CPU has AVX-512, every dense layer's BatchNorm + ReLU + 1x1 convolution runs in
+  // densert's fused kernel.
+  if (NormConv1x1::supported()) {
+    int fused = 0, fused_convs = 0;
+    for (const StepInfo& step : plan.steps) {
+      fused += step.implementation == "fused";
+      fused_convs += step.implementation == "densert_norm_conv1x1:avx512";
+    }
+    EXPECT_EQ(fused, fused_convs) << name;
+    EXPECT_GE(fused_convs, fixture.layers) << name;
   }
   // The arena is at least the largest block buffer and well below one buffer per value.
   Expected<std::vector<Dims>> shapes = infer_shapes(engine.graph(), 1);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/engine/engine.h"
+#include "runtime/engine/norm_conv1x1.h"
 #include "runtime/reference_executor.h"
 #include "tests/support/graph_builder.h"
 #include "tests/support/test_support.h"
@@ -485,6 +486,106 @@ TEST(EngineDenseNet, RefusedBlockStillRuns) {
   for (int64_t batch : {1, 3}) {
     expect_engine_matches_reference(*engine, graph, batch, kSummingTolerance);
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// BatchNormalization + 1x1 convolution in densert's own kernel
+
+struct NormConvCase {
+  std::string name;
+  int64_t in_channels, out_channels, height, width;
+  Activation norm_activation, conv_activation;
+};
+
+void PrintTo(const NormConvCase& c, std::ostream* out) {
+  *out << c.name;
+}
+
+class EngineNormConv : public ::testing::TestWithParam<NormConvCase> {};
+
+// A producing 3x3 conv puts the input in the blocked layout with padding channels; then
+// BatchNormalization (with its activation) and the 1x1 convolution the engine fuses.
+Graph norm_conv_graph(const NormConvCase& c) {
+  GraphBuilder b(17);
+  const ValueId x = b.input("x", {kBatchDim, 3, c.height, c.width});
+  const ValueId features = b.conv("features", x, c.in_channels, square_window(3, 1, 1));
+  const ValueId normalized = b.batch_norm("norm", features, c.norm_activation);
+  b.output(b.conv("conv", normalized, c.out_channels, square_window(1), /*bias=*/true,
+                  c.conv_activation));
+  return b.graph();
+}
+
+TEST_P(EngineNormConv, FusedMatchesReferenceAndUnfused) {
+  if (!NormConv1x1::supported()) GTEST_SKIP() << "the CPU has no AVX-512";
+  const NormConvCase& c = GetParam();
+  const Graph graph = norm_conv_graph(c);
+  EngineOptions options;  // the passes would fold nothing here; keep the graph as built
+  for (const PassInfo& pass : optimizer_passes()) {
+    options.optimize.disabled.insert(pass.name);
+  }
+  const std::shared_ptr<Engine> fused = create_engine(graph, options);
+  options.fuse_norm_conv = false;
+  const std::shared_ptr<Engine> unfused = create_engine(graph, options);
+  ASSERT_NE(fused, nullptr);
+  ASSERT_NE(unfused, nullptr);
+
+  ASSERT_EQ(fused->summary().steps.size(), 3u) << plan_text(fused->summary());
+  EXPECT_EQ(fused->summary().steps[1].implementation, "fused");
+  EXPECT_EQ(fused->summary().steps[2].implementation, "densert_norm_conv1x1:avx512");
+  EXPECT_NE(unfused->summary().steps[1].implementation, "fused");
+  // The normalized value is never written, so it takes no arena bytes.
+  EXPECT_LE(fused->summary().arena_bytes, unfused->summary().arena_bytes);
+
+  for (int64_t batch : {1, 3}) {
+    expect_engine_matches_reference(*fused, graph, batch, kSummingTolerance);
+  }
+  expect_rows_match_single_runs(*fused, graph, 3);
+  const std::vector<Tensor> inputs = testing::random_inputs(graph, 2, 5);
+  Expected<std::vector<Tensor>> a = fused->run(inputs);
+  Expected<std::vector<Tensor>> b = unfused->run(inputs);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_LE(testing::max_abs_diff((*a)[0], (*b)[0]), kSummingTolerance * testing::max_abs((*b)[0]));
+}
+
+std::vector<NormConvCase> norm_conv_cases() {
+  const Activation relu = Activation::relu(), none;
+  return {
+      // A DenseNet-121 bottleneck at 7x7: 16 input blocks, two groups of four output blocks.
+      {"bottleneck_7x7", 256, 128, 7, 7, relu, relu},
+      // Growth-12 shapes: 36 channels padded to 48 in, 48 out (one group of three blocks).
+      {"growth12_9x9", 36, 48, 9, 9, relu, relu},
+      // 130 outputs: groups of 4, 4 and 1 blocks; 13x11 leaves tails in every register tile.
+      {"odd_outputs_13x11", 40, 130, 13, 11, relu, none},
+      // Enough pixels for several tiles per thread; a clamped input and a clipped output.
+      {"clips_30x30", 64, 32, 30, 30, Activation::clip(0.1f, 0.9f), Activation::clip(-0.2f, 0.3f)},
+      {"one_pixel", 20, 16, 1, 1, none, relu},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, EngineNormConv, ::testing::ValuesIn(norm_conv_cases()),
+                         [](const ::testing::TestParamInfo<NormConvCase>& info) {
+                           return info.param.name;
+                         });
+
+TEST(EngineNormConv, NormalizedValueWithTwoReadersIsNotFused) {
+  GraphBuilder b(19);
+  const ValueId x = b.input("x", {kBatchDim, 3, 6, 6});
+  const ValueId normalized =
+      b.batch_norm("norm", b.conv("features", x, 32, square_window(3, 1, 1)), Activation::relu());
+  b.output(b.conv("conv", normalized, 16, square_window(1)));
+  b.output(normalized);
+  const Graph graph = b.graph();
+  EngineOptions options;
+  for (const PassInfo& pass : optimizer_passes()) {
+    options.optimize.disabled.insert(pass.name);
+  }
+  const std::shared_ptr<Engine> engine = create_engine(graph, options);
+  ASSERT_NE(engine, nullptr);
+  for (const StepInfo& step : engine->summary().steps) {
+    EXPECT_NE(step.implementation, "fused") << plan_text(engine->summary());
+    EXPECT_EQ(step.implementation.find("densert_"), std::string::npos);
+  }
+  expect_engine_matches_reference(*engine, graph, 2, kSummingTolerance);
 }
 
 // ---------------------------------------------------------------------------------------

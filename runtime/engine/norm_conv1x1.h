@@ -1,0 +1,58 @@
+// densert's own kernel for the bottleneck of every dense layer: a per-channel affine map with a
+// clamp (BatchNormalization + ReLU) followed by a 1x1 convolution with bias and a clamp (the
+// next BatchNormalization folded in, ReLU as a post-op), on one image in nChw16c.
+//
+// oneDNN 2.6 cannot fuse an op in front of a convolution, so run as primitives the pair writes
+// the normalized input to memory and reads it back, and each DenseNet layer normalizes its whole
+// concatenated input. Here a thread normalizes one tile of pixels (all input channels) into a
+// buffer that stays in its L2 cache and runs the convolution over that tile straight away.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace densert {
+
+// Geometry and parameters of one fused step. Channel counts are physical (multiples of 16);
+// padding channels carry zero scale, shift, weights and bias.
+struct NormConv1x1Shape {
+  int64_t in_channels = 0;
+  int64_t out_channels = 0;
+  int64_t pixels = 0;  // height * width
+};
+
+class NormConv1x1 {
+ public:
+  // weights: [out_channels][in_channels] row-major; in_lo/in_hi clamp the normalized input
+  // (0 and +inf for ReLU), out_lo/out_hi clamp the result.
+  NormConv1x1(const NormConv1x1Shape& shape, const float* scale, const float* shift, float in_lo,
+              float in_hi, const float* weights, const float* bias, float out_lo, float out_hi,
+              int max_threads);
+
+  // True where the CPU runs this kernel (AVX-512 Foundation).
+  static bool supported();
+
+  // Floats of thread-local scratch that run() needs for `threads` threads.
+  int64_t scratch_floats(int threads) const;
+  // Runs on `threads` threads (at most the max_threads given at construction) of the calling
+  // thread's OpenMP team. src and dst are nChw16c images; scratch holds scratch_floats(threads).
+  void run(const float* src, float* dst, float* scratch, int threads) const;
+
+  int64_t weight_bytes() const;
+  const NormConv1x1Shape& shape() const { return shape_; }
+
+ private:
+  struct Aligned {
+    void operator()(float* p) const;
+  };
+  using Buffer = std::unique_ptr<float[], Aligned>;
+  static Buffer allocate(int64_t floats);
+
+  NormConv1x1Shape shape_;
+  int64_t tile_pixels_ = 0;
+  Buffer scale_, shift_, weights_, bias_;
+  float in_lo_, in_hi_, out_lo_, out_hi_;
+};
+
+}  // namespace densert
