@@ -163,7 +163,8 @@ struct Engine::Plan {
   bool fuse_norm_conv = true;
   // Per node: the BatchNormalization node a 1x1 convolution absorbs, or -1.
   std::vector<NodeId> norm_of;
-  std::vector<bool> norm_fused;  // per node: a BatchNormalization some norm_of names
+  std::vector<NodeId> pool_of;   // and the 2x2 average pool between them, or -1
+  std::vector<bool> norm_fused;  // per node: a BatchNormalization or pool some step absorbs
 
   struct Context : ExecutionContext {
     const Plan* owner = nullptr;
@@ -200,7 +201,8 @@ struct Engine::Plan {
   Status add_conv(Step& step, const Node& node, const std::vector<Dims>& dims,
                   dnnl::stream& stream);
   Status add_batch_norm(Step& step, const Node& node, dnnl::stream& stream);
-  Status add_norm_conv(Step& step, const Node& norm, const Node& conv);
+  Status add_norm_conv(Step& step, const Node& norm, bool pool, const Node& conv,
+                       const std::vector<Dims>& dims);
   Status add_eltwise(Step& step, const Node& node);
   Status add_pool(Step& step, const Node& node, const std::vector<Dims>& dims);
   Status add_gemm(Step& step, const Node& node, dnnl::stream& stream);
@@ -395,7 +397,7 @@ Status Engine::Plan::plan_memory_requests() {
       if (alias) {
         p.request = placements[node.inputs[0]].request;
         p.offset = placements[node.inputs[0]].offset;
-      } else if (node.op == OpType::kBatchNorm && is_fused_norm(static_cast<NodeId>(n))) {
+      } else if (is_fused_norm(static_cast<NodeId>(n))) {
         p.request = new_request(0, static_cast<int>(n));  // never written
       } else {
         p.request = new_request(p.floats(), static_cast<int>(n));
@@ -441,6 +443,7 @@ Status Engine::Plan::plan_memory_requests() {
 
 void Engine::Plan::find_norm_convs() {
   norm_of.assign(graph.nodes.size(), -1);
+  pool_of.assign(graph.nodes.size(), -1);
   norm_fused.assign(graph.nodes.size(), false);
   if (!fuse_norm_conv) return;
   std::vector<int> readers(graph.values.size(), 0);
@@ -451,23 +454,43 @@ void Engine::Plan::find_norm_convs() {
   }
   for (ValueId out : graph.outputs)
     ++readers[out];
+  // A 2x2 average pool with stride 2 and no padding, whose output keeps floor sizes.
+  const auto halving_pool = [&](const Node& node) {
+    if (node.op != OpType::kAveragePool) return false;
+    const Window& w = node.attrs_as<PoolAttrs>().window;
+    const Placement& in = placements[node.inputs[0]];
+    const Placement& out = placements[node.outputs[0]];
+    return w.kernel == std::array<int64_t, 2>{2, 2} && w.strides == std::array<int64_t, 2>{2, 2} &&
+           w.dilations == std::array<int64_t, 2>{1, 1} &&
+           w.pads == std::array<int64_t, 4>{0, 0, 0, 0} && in.blocked && in.dims.size() == 4 &&
+           out.height() == in.height() / 2 && out.width() == in.width() / 2;
+  };
   const bool cpu_ok = NormConv1x1::supported();
   for (size_t n = 0; n < graph.nodes.size(); ++n) {
     const Node& conv = graph.nodes[n];
     if (conv.op != OpType::kConv) continue;
-    const Value& in = graph.value(conv.inputs[0]);
-    if (in.producer < 0) continue;
-    const Node& norm = graph.nodes[in.producer];
-    if (norm.op != OpType::kBatchNorm) continue;
     const auto& attrs = conv.attrs_as<ConvAttrs>();
     const Window& w = attrs.window;
     const Dims& wd = graph.value(conv.inputs[1]).dims;
-    const Placement& src = placements[norm.inputs[0]];
-    std::string refused;
     if (attrs.group != 1 || wd[2] != 1 || wd[3] != 1 || w.strides != std::array<int64_t, 2>{1, 1} ||
         w.pads != std::array<int64_t, 4>{0, 0, 0, 0}) {
-      continue;  // not a 1x1 convolution: nothing to fuse
-    } else if (readers[conv.inputs[0]] != 1) {
+      continue;  // not a 1x1 convolution
+    }
+    ValueId normalized = conv.inputs[0];
+    NodeId pool = -1;
+    if (graph.value(normalized).producer < 0) continue;
+    if (halving_pool(graph.nodes[graph.value(normalized).producer])) {
+      pool = graph.value(normalized).producer;
+      if (readers[normalized] != 1) continue;
+      normalized = graph.nodes[pool].inputs[0];
+      if (graph.value(normalized).producer < 0) continue;
+    }
+    const NodeId norm_id = graph.value(normalized).producer;
+    const Node& norm = graph.nodes[norm_id];
+    if (norm.op != OpType::kBatchNorm) continue;
+    const Placement& src = placements[norm.inputs[0]];
+    std::string refused;
+    if (readers[normalized] != 1) {
       refused = "the normalized value has other readers";
     } else if (!src.blocked || src.dims.size() != 4 || !placements[conv.outputs[0]].blocked) {
       refused = "not in the blocked layout";
@@ -479,13 +502,18 @@ void Engine::Plan::find_norm_convs() {
                              << refused;
       continue;
     }
-    norm_of[n] = in.producer;
-    norm_fused[in.producer] = true;
-    DENSERT_LOG(kDispatch) << "fused: " << norm.name << " into " << conv.name;
+    norm_of[n] = norm_id;
+    pool_of[n] = pool;
+    norm_fused[norm_id] = true;
+    if (pool >= 0) norm_fused[pool] = true;
+    DENSERT_LOG(kDispatch) << "fused: " << norm.name
+                           << (pool >= 0 ? " and " + graph.nodes[pool].name : std::string())
+                           << " into " << conv.name;
   }
 }
 
-Status Engine::Plan::add_norm_conv(Step& step, const Node& norm, const Node& conv) {
+Status Engine::Plan::add_norm_conv(Step& step, const Node& norm, bool pool, const Node& conv,
+                                   const std::vector<Dims>& dims) {
   const Placement& src = placements[norm.inputs[0]];
   const Placement& dst = placements[conv.outputs[0]];
   const auto& norm_attrs = norm.attrs_as<BatchNormAttrs>();
@@ -520,10 +548,11 @@ Status Engine::Plan::add_norm_conv(Step& step, const Node& norm, const Node& con
   const auto [in_lo, in_hi] = bounds(norm_attrs.activation);
   const auto [out_lo, out_hi] = bounds(conv_attrs.activation);
   step.norm_conv = std::make_shared<NormConv1x1>(
-      NormConv1x1Shape{src_phys, dst_phys, src.height() * src.width()}, scale.data(), shift.data(),
-      in_lo, in_hi, expanded.data(), bias.data(), out_lo, out_hi, threads);
+      NormConv1x1Shape{src_phys, dst_phys, src.height(), src.width(), pool ? 2 : 1}, scale.data(),
+      shift.data(), in_lo, in_hi, expanded.data(), bias.data(), out_lo, out_hi, threads);
   step.norm_src = norm.inputs[0];
   step.info.implementation = "densert_norm_conv1x1:avx512";
+  step.info.flops = conv_flops(graph, conv, dims);
   summary.weight_bytes += step.norm_conv->weight_bytes();
   return {};
 }
@@ -755,7 +784,8 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
     if (norm_fused[n]) {
       step.info.implementation = "fused";
     } else if (norm_of[n] >= 0) {
-      DENSERT_RETURN_IF_ERROR(add_norm_conv(step, graph.nodes[norm_of[n]], node));
+      DENSERT_RETURN_IF_ERROR(
+          add_norm_conv(step, graph.nodes[norm_of[n]], pool_of[n] >= 0, node, dims));
       step.kind = StepKind::kNormConv;
     } else if (node.op == OpType::kConcat && views.count(out)) {
       step.info.implementation = "view";

@@ -26,12 +26,12 @@ int64_t choose_tile_pixels(const NormConv1x1Shape& s, int threads) {
   const int64_t groups = ceil_div(s.out_channels / kBlock, avx512::kGroupBlocks);
   const int64_t max_tile =
       std::max(kTileQuantum, kTileBudgetFloats / s.in_channels / kTileQuantum * kTileQuantum);
-  int64_t tiles = ceil_div(s.pixels, max_tile);
+  int64_t tiles = ceil_div(s.pixels(), max_tile);
   const int64_t balanced = 8 * static_cast<int64_t>(threads);
-  while (tiles < s.pixels && tiles * groups < balanced && (tiles * groups) % threads != 0)
+  while (tiles < s.pixels() && tiles * groups < balanced && (tiles * groups) % threads != 0)
     ++tiles;
-  int64_t tile = ceil_div(s.pixels, tiles);
-  if (tile > kTileQuantum) tile = std::min(s.pixels, ceil_div(tile, 6) * 6);
+  int64_t tile = ceil_div(s.pixels(), tiles);
+  if (tile > kTileQuantum) tile = std::min(s.pixels(), ceil_div(tile, 6) * 6);
   return tile;
 }
 
@@ -91,7 +91,11 @@ void NormConv1x1::run(const float* src, float* dst, float* scratch, int threads)
   avx512::NormConv1x1Args a;
   a.in_blocks = shape_.in_channels / kBlock;
   a.out_blocks = shape_.out_channels / kBlock;
-  a.pixels = shape_.pixels;
+  a.pixels = shape_.pixels();
+  a.width = shape_.width();
+  a.pool = shape_.pool;
+  a.in_width = shape_.in_width;
+  a.in_pixels = shape_.in_height * shape_.in_width;
   a.tile_pixels = tile_pixels_;
   a.scale = scale_.get();
   a.shift = shift_.get();

@@ -1,6 +1,8 @@
 // densert's own kernel for the bottleneck of every dense layer: a per-channel affine map with a
 // clamp (BatchNormalization + ReLU) followed by a 1x1 convolution with bias and a clamp (the
-// next BatchNormalization folded in, ReLU as a post-op), on one image in nChw16c.
+// next BatchNormalization folded in, ReLU as a post-op), on one image in nChw16c. It also runs
+// DenseNet transitions, whose 2x2 average pool sits between the two (after the optimizer has
+// moved the pool in front of the convolution): the pool then averages the normalized input.
 //
 // oneDNN 2.6 cannot fuse an op in front of a convolution, so run as primitives the pair writes
 // the normalized input to memory and reads it back, and each DenseNet layer normalizes its whole
@@ -19,7 +21,12 @@ namespace densert {
 struct NormConv1x1Shape {
   int64_t in_channels = 0;
   int64_t out_channels = 0;
-  int64_t pixels = 0;  // height * width
+  int64_t in_height = 0, in_width = 0;
+  int64_t pool = 1;  // 1, or 2 for a 2x2 average pool with stride 2 (odd last rows dropped)
+
+  int64_t height() const { return in_height / pool; }
+  int64_t width() const { return in_width / pool; }
+  int64_t pixels() const { return height() * width(); }
 };
 
 class NormConv1x1 {

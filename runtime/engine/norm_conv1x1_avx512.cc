@@ -130,9 +130,35 @@ void convolve_group(const NormConv1x1Args& a, const float* tile, int64_t tile_st
   }
 }
 
-// tile[b][p][16] = clamp(src[b][first + p][16] * scale + shift) for `count` pixels.
+// tile[b][p][16] = clamp(src[b][first + p][16] * scale + shift) for `count` pixels; with a
+// pool, the mean of that over the pixel's 2x2 input window.
 void normalize_tile(const NormConv1x1Args& a, int64_t first, int64_t count, float* tile) {
   const __m512 lo = _mm512_set1_ps(a.in_lo), hi = _mm512_set1_ps(a.in_hi);
+  if (a.pool == 2) {
+    const __m512 quarter = _mm512_set1_ps(0.25f);
+    for (int64_t b = 0; b < a.in_blocks; ++b) {
+      const __m512 s = _mm512_loadu_ps(a.scale + b * 16);
+      const __m512 t = _mm512_loadu_ps(a.shift + b * 16);
+      const auto norm = [&](const float* x) {
+        return _mm512_min_ps(_mm512_max_ps(_mm512_fmadd_ps(_mm512_loadu_ps(x), s, t), lo), hi);
+      };
+      const float* in = a.src + b * a.in_pixels * 16;
+      float* out = tile + b * a.tile_pixels * 16;
+      int64_t y = first / a.width, x = first % a.width;
+      for (int64_t p = 0; p < count; ++p) {
+        const float* top = in + (2 * y * a.in_width + 2 * x) * 16;
+        const float* bottom = top + a.in_width * 16;
+        const __m512 sum = _mm512_add_ps(_mm512_add_ps(norm(top), norm(top + 16)),
+                                         _mm512_add_ps(norm(bottom), norm(bottom + 16)));
+        _mm512_storeu_ps(out + p * 16, _mm512_mul_ps(sum, quarter));
+        if (++x == a.width) {
+          x = 0;
+          ++y;
+        }
+      }
+    }
+    return;
+  }
   for (int64_t b = 0; b < a.in_blocks; ++b) {
     const __m512 s = _mm512_loadu_ps(a.scale + b * 16);
     const __m512 t = _mm512_loadu_ps(a.shift + b * 16);

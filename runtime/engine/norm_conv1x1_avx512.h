@@ -10,7 +10,10 @@ namespace densert::avx512 {
 struct NormConv1x1Args {
   int64_t in_blocks = 0;   // input channels / 16
   int64_t out_blocks = 0;  // output channels / 16
-  int64_t pixels = 0;
+  int64_t pixels = 0;      // of the output map
+  int64_t width = 0;       // of the output map
+  int64_t pool = 1;        // 2: each output pixel averages a 2x2 window of the input map
+  int64_t in_width = 0, in_pixels = 0;
   int64_t tile_pixels = 0;
   const float* scale = nullptr;    // in_blocks * 16
   const float* shift = nullptr;    // in_blocks * 16

@@ -495,6 +495,7 @@ struct NormConvCase {
   std::string name;
   int64_t in_channels, out_channels, height, width;
   Activation norm_activation, conv_activation;
+  bool pool = false;  // a 2x2 average pool with stride 2 between the two, as in transitions
 };
 
 void PrintTo(const NormConvCase& c, std::ostream* out) {
@@ -504,12 +505,16 @@ void PrintTo(const NormConvCase& c, std::ostream* out) {
 class EngineNormConv : public ::testing::TestWithParam<NormConvCase> {};
 
 // A producing 3x3 conv puts the input in the blocked layout with padding channels; then
-// BatchNormalization (with its activation) and the 1x1 convolution the engine fuses.
+// BatchNormalization (with its activation), maybe a pool, and the 1x1 convolution the engine
+// fuses.
 Graph norm_conv_graph(const NormConvCase& c) {
   GraphBuilder b(17);
   const ValueId x = b.input("x", {kBatchDim, 3, c.height, c.width});
   const ValueId features = b.conv("features", x, c.in_channels, square_window(3, 1, 1));
-  const ValueId normalized = b.batch_norm("norm", features, c.norm_activation);
+  ValueId normalized = b.batch_norm("norm", features, c.norm_activation);
+  if (c.pool) {
+    normalized = b.add(OpType::kAveragePool, "pool", {normalized}, pool_attrs(square_window(2, 2)));
+  }
   b.output(b.conv("conv", normalized, c.out_channels, square_window(1), /*bias=*/true,
                   c.conv_activation));
   return b.graph();
@@ -529,9 +534,12 @@ TEST_P(EngineNormConv, FusedMatchesReferenceAndUnfused) {
   ASSERT_NE(fused, nullptr);
   ASSERT_NE(unfused, nullptr);
 
-  ASSERT_EQ(fused->summary().steps.size(), 3u) << plan_text(fused->summary());
-  EXPECT_EQ(fused->summary().steps[1].implementation, "fused");
-  EXPECT_EQ(fused->summary().steps[2].implementation, "densert_norm_conv1x1:avx512");
+  const size_t steps = c.pool ? 4 : 3;
+  ASSERT_EQ(fused->summary().steps.size(), steps) << plan_text(fused->summary());
+  for (size_t s = 1; s + 1 < steps; ++s) {
+    EXPECT_EQ(fused->summary().steps[s].implementation, "fused");
+  }
+  EXPECT_EQ(fused->summary().steps.back().implementation, "densert_norm_conv1x1:avx512");
   EXPECT_NE(unfused->summary().steps[1].implementation, "fused");
   // The normalized value is never written, so it takes no arena bytes.
   EXPECT_LE(fused->summary().arena_bytes, unfused->summary().arena_bytes);
@@ -559,6 +567,10 @@ std::vector<NormConvCase> norm_conv_cases() {
       // Enough pixels for several tiles per thread; a clamped input and a clipped output.
       {"clips_30x30", 64, 32, 30, 30, Activation::clip(0.1f, 0.9f), Activation::clip(-0.2f, 0.3f)},
       {"one_pixel", 20, 16, 1, 1, none, relu},
+      // Transitions: the pool averages normalized pixels; odd sizes drop the last row/column.
+      {"transition_28x28", 256, 128, 28, 28, relu, none, true},
+      {"transition_odd_13x11", 40, 24, 13, 11, relu, relu, true},
+      {"transition_2x3", 16, 16, 2, 3, Activation::clip(0.0f, 6.0f), none, true},
   };
 }
 
