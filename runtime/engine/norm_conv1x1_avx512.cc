@@ -113,17 +113,36 @@ void convolve_group(const NormConv1x1Args& a, const float* tile, int64_t tile_st
   constexpr int64_t ur = register_tile(NB);
   const int64_t y_stride = a.pixels * 16;
   const __m512 lo = _mm512_set1_ps(a.out_lo), hi = _mm512_set1_ps(a.out_hi);
+  const char* weights_end =
+      reinterpret_cast<const char*>(a.weights + a.in_blocks * 16 * a.out_blocks * 16);
+  const int64_t register_tiles = (count + ur - 1) / ur;
   for (int64_t c0 = 0; c0 < a.in_blocks; c0 += kChunkBlocks) {
     const int64_t blocks = min64(kChunkBlocks, a.in_blocks - c0);
     const bool first = c0 == 0, last = c0 + blocks == a.in_blocks;
     const float* x = tile + c0 * tile_stride;
     const float* wc = w + c0 * 16 * NB * 16;
+    // The weights of the next chunk (or group) follow this chunk's in memory: each register
+    // tile asks for its share of them to reach L2 before they are needed. On small maps the
+    // weights are most of the bytes a layer reads.
+    const char* next = reinterpret_cast<const char*>(wc + blocks * 16 * NB * 16);
+    const int64_t next_lines =
+        min64(kChunkBlocks * 16 * NB * 16 * 4, next < weights_end ? weights_end - next : 0) / 64;
+    int64_t r = 0;
+    const auto prefetch_share = [&] {
+      for (int64_t l = r * next_lines / register_tiles; l < (r + 1) * next_lines / register_tiles;
+           ++l) {
+        _mm_prefetch(next + l * 64, _MM_HINT_T1);
+      }
+      ++r;
+    };
     int64_t p = 0;
     for (; p + ur <= count; p += ur) {
+      prefetch_share();
       accumulate_tile<NB, ur>(x + p * 16, tile_stride, wc, blocks, y + p * 16, y_stride, bias,
                               first, last, lo, hi);
     }
     if (p < count) {
+      prefetch_share();
       tail_tile<NB, ur - 1>(count - p, x + p * 16, tile_stride, wc, blocks, y + p * 16, y_stride,
                             bias, first, last, lo, hi);
     }
@@ -164,7 +183,12 @@ void normalize_tile(const NormConv1x1Args& a, int64_t first, int64_t count, floa
     const __m512 t = _mm512_loadu_ps(a.shift + b * 16);
     const float* in = a.src + (b * a.pixels + first) * 16;
     float* out = tile + b * a.tile_pixels * 16;
+    // A pixel of a block is one cache line; the next block's run starts far away, so ask for
+    // its lines one block ahead instead of waiting for the hardware prefetcher to find it.
+    const char* ahead = reinterpret_cast<const char*>(in + a.pixels * 16);
+    const bool prefetch = b + 1 < a.in_blocks;
     for (int64_t p = 0; p < count; ++p) {
+      if (prefetch) _mm_prefetch(ahead + p * 64, _MM_HINT_T0);
       const __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(in + p * 16), s, t);
       _mm512_storeu_ps(out + p * 16, _mm512_min_ps(_mm512_max_ps(v, lo), hi));
     }
