@@ -118,8 +118,8 @@ void scatter(const Placement& p, const float* in, float* base) {
   }
 }
 
-// kNormConv runs a NormConv1x1 (a BatchNormalization folded into the 1x1 convolution that
-// reads it); the BatchNormalization's own step is then kNone.
+// kNormConv runs a NormConv1x1: a 1x1 convolution with the BatchNormalization it reads (and
+// the 2x2 average pool between them, if any) folded in; their own steps are then kNone.
 enum class StepKind { kPrimitive, kNormConv, kReference, kToPlain, kConcatCopy, kNone };
 
 struct ArgRef {
@@ -613,12 +613,14 @@ Status Engine::Plan::add_conv(Step& step, const Node& node, const std::vector<Di
   if (winograd && winograd_shape) {
     try {
       pd = make_pd(dnnl::algorithm::convolution_winograd);
-      const auto is_4x3 = [&] { return std::string(pd.impl_info_str()).find("wino_4x3"); };
+      const auto is_4x3 = [&] {
+        return std::string(pd.impl_info_str()).find("wino_4x3") != std::string::npos;
+      };
       if (prefer_4x3) {
-        while (is_4x3() == std::string::npos && pd.next_impl()) {
+        while (!is_4x3() && pd.next_impl()) {
         }
         // Not offered here: back to oneDNN's first choice.
-        if (is_4x3() == std::string::npos) pd = make_pd(dnnl::algorithm::convolution_winograd);
+        if (!is_4x3()) pd = make_pd(dnnl::algorithm::convolution_winograd);
       }
     } catch (const dnnl::error&) {
       pd = make_pd(dnnl::algorithm::convolution_direct);  // no Winograd kernel for this case

@@ -1,7 +1,9 @@
 // The fast engine: optimizes the graph, plans memory (one buffer per dense block, lifetime
-// reuse for the rest) and runs every op through oneDNN primitives with JIT-compiled kernels.
-// Activations use oneDNN's blocked channel layout (nChw16c). A plan covers one image; a batch
-// runs the same plan once per image, which keeps every block-buffer slice a dense view.
+// reuse for the rest) and runs every op through oneDNN primitives with JIT-compiled kernels,
+// except that a BatchNormalization read only by a 1x1 convolution (directly or through a 2x2
+// average pool) runs inside that convolution in densert's own kernel (NormConv1x1) on CPUs with
+// AVX-512. Activations use oneDNN's blocked channel layout (nChw16c). A plan covers one image;
+// a batch runs the same plan once per image, which keeps every block-buffer slice a dense view.
 #pragma once
 
 #include <memory>

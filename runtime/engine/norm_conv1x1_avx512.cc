@@ -33,7 +33,7 @@ inline int64_t min64(int64_t a, int64_t b) {
 
 // acc += x * w, always in the accumulate-into-acc form: with the plain intrinsic GCC may pick
 // a form that overwrites an operand and then copies registers back and forth (measured ~10%).
-inline __attribute__((always_inline)) void fma(__m512& acc, __m512 x, __m512 w) {
+inline __attribute__((always_inline)) void multiply_add(__m512& acc, __m512 x, __m512 w) {
   asm("vfmadd231ps %[w], %[x], %[acc]" : [acc] "+v"(acc) : [x] "v"(x), [w] "v"(w));
 }
 
@@ -77,7 +77,7 @@ inline __attribute__((always_inline)) void accumulate_tile(const float* x, int64
         const __m512 xv = _mm512_set1_ps(xb[u * 16 + i]);
 #pragma GCC unroll 32
         for (int j = 0; j < NB; ++j)
-          fma(acc[u][j], xv, wv[j]);
+          multiply_add(acc[u][j], xv, wv[j]);
       }
     }
   }
