@@ -1,0 +1,300 @@
+// Where every value lives: layouts, the dense-block buffers, the fused steps and the arena.
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <string>
+
+#include "runtime/engine/plan.h"
+#include "runtime/log.h"
+#include "runtime/memory_planner.h"
+
+namespace densert {
+namespace engine_detail {
+
+Placement blocked_placement(const Dims& dims) {
+  Placement p;
+  p.blocked = true;
+  p.dims = dims;
+  p.physical_channels = round_up(dims[1], kBlock);
+  for (int64_t c = 0; c < dims[1]; ++c)
+    p.channel_map.push_back(c);
+  return p;
+}
+
+memory::desc plain_desc(const Dims& dims) {
+  static const Tag tags[] = {Tag::a, Tag::a, Tag::ab, Tag::abc, Tag::abcd, Tag::abcde, Tag::abcdef};
+  memory::dims d(dims.begin(), dims.end());
+  if (d.empty()) d = {1};
+  return memory::desc(d, memory::data_type::f32, tags[std::min<size_t>(d.size(), 6)]);
+}
+
+memory::desc desc_of(const Placement& p) {
+  if (p.blocked) {
+    return memory::desc({1, p.physical_channels, p.height(), p.width()}, memory::data_type::f32,
+                        Tag::nChw16c);
+  }
+  return plain_desc(p.dims);
+}
+
+namespace {
+
+// Index of logical channel c at pixel hw (h * width + w) of a blocked placement.
+int64_t blocked_index(const Placement& p, int64_t c, int64_t hw) {
+  const int64_t phys = p.channel_map[c];
+  return ((phys / kBlock) * p.height() * p.width() + hw) * kBlock + phys % kBlock;
+}
+
+}  // namespace
+
+void gather(const Placement& p, const float* base, float* out) {
+  if (!p.blocked) {
+    std::memcpy(out, base, sizeof(float) * num_elements(p.dims));
+    return;
+  }
+  const int64_t hw = p.height() * p.width();
+  for (int64_t c = 0; c < p.dims[1]; ++c) {
+    for (int64_t i = 0; i < hw; ++i)
+      out[c * hw + i] = base[blocked_index(p, c, i)];
+  }
+}
+
+void scatter(const Placement& p, const float* in, float* base) {
+  if (!p.blocked) {
+    std::memcpy(base, in, sizeof(float) * num_elements(p.dims));
+    return;
+  }
+  std::fill(base, base + p.floats(), 0.0f);
+  const int64_t hw = p.height() * p.width();
+  for (int64_t c = 0; c < p.dims[1]; ++c) {
+    for (int64_t i = 0; i < hw; ++i)
+      base[blocked_index(p, c, i)] = in[c * hw + i];
+  }
+}
+
+}  // namespace engine_detail
+
+using engine_detail::blocked_placement;
+using engine_detail::kBlock;
+
+Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
+  const size_t count = graph.values.size();
+  placements.assign(count, Placement{});
+  for (size_t v = 0; v < count; ++v) {
+    placements[v].dims = dims[v];
+    if (!dims[v].empty()) placements[v].dims[0] = graph.values[v].is_constant() ? dims[v][0] : 1;
+    placements[v].constant = graph.values[v].is_constant();
+  }
+  // Block buffers first: segments are padded one by one; views take the map of their prefix.
+  for (const DenseBlock& block : graph.blocks) {
+    std::vector<int64_t> map;
+    int64_t physical = 0;
+    for (ValueId segment : block.segments) {
+      Placement& p = placements[segment];
+      p = blocked_placement(p.dims);
+      for (int64_t c = 0; c < p.dims[1]; ++c)
+        map.push_back(physical + c);
+      physical += p.physical_channels;
+    }
+    for (ValueId view : block.views) {
+      Placement& p = placements[view];
+      const Dims logical = p.dims;
+      p = blocked_placement(logical);
+      p.channel_map.assign(map.begin(), map.begin() + logical[1]);
+      p.physical_channels = logical[1] == 0 ? 0 : map[logical[1] - 1] / kBlock * kBlock + kBlock;
+    }
+  }
+  // The rest follow their sources, in graph order, so a source's layout is known first.
+  for (const Node& node : graph.nodes) {
+    const ValueId out = node.outputs[0];
+    if (graph.value(out).slot.block >= 0) continue;
+    const Placement& src = placements[node.inputs[0]];
+    Placement& dst = placements[out];
+    const Dims logical = dst.dims;
+    switch (node.op) {
+      case OpType::kConv:
+        dst = blocked_placement(logical);
+        break;
+      case OpType::kBatchNorm:
+      case OpType::kRelu:
+      case OpType::kClip:
+      case OpType::kMaxPool:
+      case OpType::kAveragePool:
+      case OpType::kGlobalAveragePool:
+        if (src.blocked) {
+          // Keep the source's channel layout so the op runs without reshuffling.
+          dst = src;
+          dst.dims = logical;
+          dst.request = -1;
+          dst.offset = 0;
+          dst.constant = false;
+        }
+        break;
+      case OpType::kConcat:
+        if (logical.size() == 4) dst = blocked_placement(logical);
+        break;
+      default:
+        break;
+    }
+  }
+
+  return {};
+}
+
+Status Engine::Plan::plan_memory_requests() {
+  // Every placement gets a request, except views that share another value's bytes.
+  const int last_step = static_cast<int>(graph.nodes.size());
+  std::vector<BufferRequest> requests;
+  const auto new_request = [&](int64_t floats, int first) {
+    requests.push_back({floats * static_cast<int64_t>(sizeof(float)), first, first});
+    return static_cast<int>(requests.size() - 1);
+  };
+  std::vector<int> block_request(graph.blocks.size(), -1);
+  for (size_t b = 0; b < graph.blocks.size(); ++b) {
+    const DenseBlock& block = graph.blocks[b];
+    int64_t floats = 0;
+    int first = last_step;
+    for (ValueId segment : block.segments) {
+      Placement& p = placements[segment];
+      p.offset = floats;  // physical channels before it are whole blocks of H*W*16 floats
+      floats += p.floats();
+      first = std::min(first, static_cast<int>(graph.value(segment).producer));
+    }
+    block_request[b] = new_request(floats, first);
+    for (ValueId segment : block.segments)
+      placements[segment].request = block_request[b];
+    for (ValueId view : block.views) {
+      placements[view].request = block_request[b];
+      placements[view].offset = 0;
+    }
+  }
+  for (ValueId in : graph.inputs)
+    placements[in].request = new_request(placements[in].floats(), 0);
+  for (size_t n = 0; n < graph.nodes.size(); ++n) {
+    const Node& node = graph.nodes[n];
+    for (ValueId out : node.outputs) {
+      Placement& p = placements[out];
+      if (p.request >= 0) continue;
+      const bool alias = !p.blocked && !placements[node.inputs[0]].blocked &&
+                         (node.op == OpType::kFlatten || node.op == OpType::kReshape ||
+                          node.op == OpType::kSqueeze || node.op == OpType::kUnsqueeze ||
+                          node.op == OpType::kIdentity || node.op == OpType::kDropout) &&
+                         !placements[node.inputs[0]].constant;
+      if (alias) {
+        p.request = placements[node.inputs[0]].request;
+        p.offset = placements[node.inputs[0]].offset;
+      } else if (is_fused_norm(static_cast<NodeId>(n))) {
+        p.request = new_request(0, static_cast<int>(n));  // never written
+      } else {
+        p.request = new_request(p.floats(), static_cast<int>(n));
+      }
+    }
+  }
+  // A request lives until the last step that reads any value placed in it.
+  for (size_t n = 0; n < graph.nodes.size(); ++n) {
+    std::vector<ValueId> reads = graph.nodes[n].inputs;
+    if (norm_of[n] >= 0) reads.push_back(graph.nodes[norm_of[n]].inputs[0]);
+    for (ValueId in : reads) {
+      if (in == kNoValue || placements[in].constant) continue;
+      BufferRequest& r = requests[placements[in].request];
+      r.last_step = std::max(r.last_step, static_cast<int>(n));
+    }
+  }
+  for (ValueId out : graph.outputs) {
+    if (!placements[out].constant) requests[placements[out].request].last_step = last_step;
+  }
+  const MemoryPlan plan = plan_memory(requests);
+  request_offsets.clear();
+  for (int64_t bytes : plan.offsets)
+    request_offsets.push_back(bytes / static_cast<int64_t>(sizeof(float)));
+  arena_floats = plan.arena_bytes / static_cast<int64_t>(sizeof(float));
+  summary.arena_bytes = plan.arena_bytes;
+  for (size_t b = 0; b < graph.blocks.size(); ++b) {
+    const DenseBlock& block = graph.blocks[b];
+    const Placement& last =
+        placements[block.views.empty() ? block.segments.back() : block.views.front()];
+    BlockInfo info;
+    info.name = block.name;
+    info.channels = block.channels;
+    info.height = last.height();
+    info.width = last.width();
+    info.bytes = requests[block_request[b]].bytes;
+    info.physical_channels = info.bytes / static_cast<int64_t>(sizeof(float)) /
+                             std::max<int64_t>(info.height * info.width, 1);
+    info.views = static_cast<int>(block.views.size());
+    summary.blocks.push_back(info);
+  }
+  return {};
+}
+
+void Engine::Plan::find_norm_convs() {
+  norm_of.assign(graph.nodes.size(), -1);
+  pool_of.assign(graph.nodes.size(), -1);
+  norm_fused.assign(graph.nodes.size(), false);
+  if (!fuse_norm_conv) return;
+  std::vector<int> readers(graph.values.size(), 0);
+  for (const Node& node : graph.nodes) {
+    for (ValueId in : node.inputs) {
+      if (in != kNoValue) ++readers[in];
+    }
+  }
+  for (ValueId out : graph.outputs)
+    ++readers[out];
+  // A 2x2 average pool with stride 2 and no padding, whose output keeps floor sizes.
+  const auto halving_pool = [&](const Node& node) {
+    if (node.op != OpType::kAveragePool) return false;
+    const Window& w = node.attrs_as<PoolAttrs>().window;
+    const Placement& in = placements[node.inputs[0]];
+    const Placement& out = placements[node.outputs[0]];
+    return w.kernel == std::array<int64_t, 2>{2, 2} && w.strides == std::array<int64_t, 2>{2, 2} &&
+           w.dilations == std::array<int64_t, 2>{1, 1} &&
+           w.pads == std::array<int64_t, 4>{0, 0, 0, 0} && in.blocked && in.dims.size() == 4 &&
+           out.height() == in.height() / 2 && out.width() == in.width() / 2;
+  };
+  const bool cpu_ok = NormConv1x1::supported();
+  for (size_t n = 0; n < graph.nodes.size(); ++n) {
+    const Node& conv = graph.nodes[n];
+    if (conv.op != OpType::kConv) continue;
+    const auto& attrs = conv.attrs_as<ConvAttrs>();
+    const Window& w = attrs.window;
+    const Dims& wd = graph.value(conv.inputs[1]).dims;
+    if (attrs.group != 1 || wd[2] != 1 || wd[3] != 1 || w.strides != std::array<int64_t, 2>{1, 1} ||
+        w.pads != std::array<int64_t, 4>{0, 0, 0, 0}) {
+      continue;  // not a 1x1 convolution
+    }
+    ValueId normalized = conv.inputs[0];
+    NodeId pool = -1;
+    if (graph.value(normalized).producer < 0) continue;
+    if (halving_pool(graph.nodes[graph.value(normalized).producer])) {
+      pool = graph.value(normalized).producer;
+      if (readers[normalized] != 1) continue;
+      normalized = graph.nodes[pool].inputs[0];
+      if (graph.value(normalized).producer < 0) continue;
+    }
+    const NodeId norm_id = graph.value(normalized).producer;
+    const Node& norm = graph.nodes[norm_id];
+    if (norm.op != OpType::kBatchNorm) continue;
+    const Placement& src = placements[norm.inputs[0]];
+    std::string refused;
+    if (readers[normalized] != 1) {
+      refused = "the normalized value has other readers";
+    } else if (!src.blocked || src.dims.size() != 4 || !placements[conv.outputs[0]].blocked) {
+      refused = "not in the blocked layout";
+    } else if (!cpu_ok) {
+      refused = "the CPU has no AVX-512";
+    }
+    if (!refused.empty()) {
+      DENSERT_LOG(kDispatch) << "not fused: " << norm.name << " into " << conv.name << ": "
+                             << refused;
+      continue;
+    }
+    norm_of[n] = norm_id;
+    pool_of[n] = pool;
+    norm_fused[norm_id] = true;
+    if (pool >= 0) norm_fused[pool] = true;
+    DENSERT_LOG(kDispatch) << "fused: " << norm.name
+                           << (pool >= 0 ? " and " + graph.nodes[pool].name : std::string())
+                           << " into " << conv.name;
+  }
+}
+
+}  // namespace densert

@@ -1,0 +1,152 @@
+// The engine's plan, shared by the files that build and run it (not part of densert's API).
+//
+// A value lives in one of two layouts. Blocked values (4-D activations) use nChw16c with a
+// physical channel count rounded up to 16 and a map from logical to physical channels. Every
+// consumer's weights or parameters are expanded with zeros at the unused physical channels,
+// so whatever finite values those hold (zeros from the arena, or a Clip's floor) never reach
+// a result. Plain values use the logical row-major layout. Block buffers hold one segment per
+// concatenated value, each padded to the channel block, so every segment and every prefix is a
+// dense descriptor at an offset: oneDNN keeps its JIT kernels for them (it falls back to its
+// reference kernel for sub-memory views).
+//
+// Files: layout.cc places values and plans memory, primitives.cc builds one step per node,
+// engine.cc makes execution contexts and runs the steps.
+#pragma once
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/engine/engine.h"
+#include "runtime/engine/norm_conv1x1.h"
+
+namespace densert {
+namespace engine_detail {
+
+using dnnl::memory;
+using Tag = dnnl::memory::format_tag;
+constexpr int64_t kBlock = 16;
+
+inline int64_t round_up(int64_t x, int64_t m) {
+  return (x + m - 1) / m * m;
+}
+
+struct Placement {
+  bool blocked = false;
+  int request = -1;                  // memory request that owns the bytes
+  int64_t offset = 0;                // floats from the start of the request
+  Dims dims;                         // logical dims of one image
+  int64_t physical_channels = 0;     // blocked only
+  std::vector<int64_t> channel_map;  // blocked only: physical channel of each logical one
+  bool constant = false;
+
+  int64_t height() const { return dims.size() == 4 ? dims[2] : 1; }
+  int64_t width() const { return dims.size() == 4 ? dims[3] : 1; }
+  int64_t floats() const {
+    return blocked ? physical_channels * height() * width() : num_elements(dims);
+  }
+};
+
+// A blocked placement of `dims` with channels in order, padded to the block.
+Placement blocked_placement(const Dims& dims);
+memory::desc plain_desc(const Dims& dims);
+// The dense oneDNN descriptor of one image of a placement.
+memory::desc desc_of(const Placement& p);
+// Copies a placement's logical contents into a plain row-major buffer.
+void gather(const Placement& p, const float* base, float* out);
+// Writes a plain row-major buffer into a placement, zeroing its padding channels.
+void scatter(const Placement& p, const float* in, float* base);
+
+// kNormConv runs a NormConv1x1: a 1x1 convolution with the BatchNormalization it reads (and
+// the 2x2 average pool between them, if any) folded in; their own steps are then kNone.
+enum class StepKind { kPrimitive, kNormConv, kReference, kToPlain, kConcatCopy, kNone };
+
+struct ArgRef {
+  int arg;
+  ValueId value = kNoValue;  // an activation placement
+  int constant = -1;         // or an index into Plan::constants
+};
+
+struct Step {
+  NodeId node;
+  StepKind kind = StepKind::kNone;
+  dnnl::primitive primitive;
+  memory::desc scratchpad;  // the primitive's scratchpad, in the context's scratch buffer
+  std::vector<ArgRef> args;
+  std::shared_ptr<const NormConv1x1> norm_conv;
+  ValueId norm_src = kNoValue;  // kNormConv: the BatchNormalization's input
+  StepInfo info;
+};
+
+}  // namespace engine_detail
+
+struct Engine::Plan {
+  using Placement = engine_detail::Placement;
+  using Step = engine_detail::Step;
+  using memory = dnnl::memory;
+
+  Graph graph;
+  dnnl::engine cpu{dnnl::engine::kind::cpu, 0};
+  std::vector<Placement> placements;     // per value
+  std::vector<int64_t> request_offsets;  // floats, per memory request
+  int64_t arena_floats = 0;
+  std::vector<memory> constants;
+  std::vector<Step> steps;
+  PlanSummary summary;
+  int threads = 1;
+  bool batch_parallel = true;
+  bool winograd = true;
+  bool fuse_norm_conv = true;
+  // Per node: the BatchNormalization node a 1x1 convolution absorbs, or -1.
+  std::vector<NodeId> norm_of;
+  std::vector<NodeId> pool_of;   // and the 2x2 average pool between them, or -1
+  std::vector<bool> norm_fused;  // per node: a BatchNormalization or pool some step absorbs
+
+  struct Context : ExecutionContext {
+    const Plan* owner = nullptr;
+    float* arena = nullptr;
+    void* scratch = nullptr;
+    dnnl::stream stream;
+    std::vector<std::unordered_map<int, memory>> args;  // per step
+    // Extra contexts for running the images of a batch side by side, made on first use.
+    std::vector<std::unique_ptr<Context>> workers;
+    ~Context() {
+      std::free(arena);
+      std::free(scratch);
+    }
+  };
+  mutable std::mutex pool_mutex;
+  mutable std::vector<std::unique_ptr<Context>> pool;
+
+  float* address(Context& ctx, ValueId v) const {
+    const Placement& p = placements[v];
+    return ctx.arena + request_offsets[p.request] + p.offset;
+  }
+
+  bool is_fused_norm(NodeId n) const { return norm_fused[n]; }
+  Expected<std::unique_ptr<Context>> make_context() const;
+  Status build(const EngineOptions& options);
+  Status plan_layouts(const std::vector<Dims>& dims);
+  void find_norm_convs();
+  Status plan_memory_requests();
+  Status build_steps(const std::vector<Dims>& dims);
+  Status run_image(Context& ctx, const std::vector<const float*>& inputs,
+                   const std::vector<float*>& outputs, std::vector<double>* step_ms) const;
+
+  int add_constant(const Tensor& tensor, const memory::desc& desired, dnnl::stream& stream);
+  Status add_conv(Step& step, const Node& node, const std::vector<Dims>& dims,
+                  dnnl::stream& stream);
+  Status add_batch_norm(Step& step, const Node& node, dnnl::stream& stream);
+  Status add_norm_conv(Step& step, const Node& norm, bool pool, const Node& conv,
+                       const std::vector<Dims>& dims);
+  Status add_eltwise(Step& step, const Node& node);
+  Status add_pool(Step& step, const Node& node, const std::vector<Dims>& dims);
+  Status add_gemm(Step& step, const Node& node, dnnl::stream& stream);
+  Status add_softmax(Step& step, const Node& node);
+};
+
+}  // namespace densert
