@@ -80,6 +80,7 @@ densert_status finish_load(densert::Expected<densert::Graph> graph, const denser
   densert_options defaults;
   if (!options) options = &defaults;
   engine_options.threads = options->threads;
+  engine_options.element_type = densert::ElementType::kF32;  // the only precision offered
   auto model = std::make_unique<densert_model>();
   for (densert::ValueId id : graph->inputs) {
     model->input_names.push_back(graph->value(id).name);

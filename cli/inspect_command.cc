@@ -43,6 +43,7 @@ int print_plan(const Graph& graph, int64_t batch) {
               static_cast<long long>(summary.concat_bytes_copied * batch));
   std::printf("activation arena: %lld bytes\n", static_cast<long long>(summary.arena_bytes));
   std::printf("weights: %lld bytes\n", static_cast<long long>(summary.weight_bytes));
+  std::printf("element type: %s\n", element_type_name(summary.element_type));
   std::printf("threads: %d\n", summary.threads);
   std::map<std::string, int> kernels;
   for (const StepInfo& step : summary.steps)

@@ -19,7 +19,6 @@
 namespace densert {
 
 using engine_detail::ArgRef;
-using engine_detail::desc_of;
 using engine_detail::gather;
 using engine_detail::Placement;
 using engine_detail::round_up;
@@ -29,8 +28,8 @@ using engine_detail::StepKind;
 Expected<std::unique_ptr<Engine::Plan::Context>> Engine::Plan::make_context() const {
   auto ctx = std::make_unique<Context>();
   ctx->owner = this;
-  const size_t bytes = static_cast<size_t>(round_up(std::max<int64_t>(arena_floats, 16) * 4, 64));
-  ctx->arena = static_cast<float*>(std::aligned_alloc(64, bytes));
+  const size_t bytes = static_cast<size_t>(round_up(std::max<int64_t>(arena_bytes, 64), 64));
+  ctx->arena = static_cast<char*>(std::aligned_alloc(64, bytes));
   if (!ctx->arena)
     return Status::internal("cannot allocate an arena of " + std::to_string(bytes) + " bytes");
   // Padding channels must read as zeros before anything writes them.
@@ -58,10 +57,7 @@ Expected<std::unique_ptr<Engine::Plan::Context>> Engine::Plan::make_context() co
       if (ref.constant >= 0) {
         ctx->args[s].emplace(ref.arg, constants[ref.constant]);
       } else {
-        ctx->args[s].emplace(ref.arg,
-                             memory(desc_of(placements[ref.value]), cpu,
-                                    ctx->arena + request_offsets[placements[ref.value].request] +
-                                        placements[ref.value].offset));
+        ctx->args[s].emplace(ref.arg, memory(desc(ref.value), cpu, address(*ctx, ref.value)));
       }
     }
   }
@@ -72,7 +68,7 @@ Status Engine::Plan::run_image(Context& ctx, const std::vector<const float*>& in
                                const std::vector<float*>& outputs,
                                std::vector<double>* step_ms) const {
   for (size_t i = 0; i < inputs.size(); ++i) {
-    scatter(placements[graph.inputs[i]], inputs[i], address(ctx, graph.inputs[i]));
+    scatter(placements[graph.inputs[i]], element_type, inputs[i], address(ctx, graph.inputs[i]));
   }
   for (size_t s = 0; s < steps.size(); ++s) {
     const Step& step = steps[s];
@@ -89,14 +85,20 @@ Status Engine::Plan::run_image(Context& ctx, const std::vector<const float*>& in
         if (step_ms) ctx.stream.wait();  // so that the time is this step's alone
         break;
       case StepKind::kNormConv:
-        step.norm_conv->run(address(ctx, step.norm_src), address(ctx, node.outputs[0]),
+        // Only f32 plans fuse (find_norm_convs).
+        step.norm_conv->run(static_cast<const float*>(address(ctx, step.norm_src)),
+                            static_cast<float*>(address(ctx, node.outputs[0])),
                             static_cast<float*>(ctx.scratch),
                             std::min(omp_get_max_threads(), threads));
         break;
-      case StepKind::kToPlain:
-        gather(placements[node.inputs[0]], address(ctx, node.inputs[0]),
-               address(ctx, node.outputs[0]));
+      case StepKind::kToPlain: {
+        const Placement& dst = placements[node.outputs[0]];
+        std::vector<float> plain(static_cast<size_t>(num_elements(dst.dims)));
+        gather(placements[node.inputs[0]], element_type, address(ctx, node.inputs[0]),
+               plain.data());
+        scatter(dst, element_type, plain.data(), address(ctx, node.outputs[0]));
         break;
+      }
       case StepKind::kConcatCopy: {
         const Placement& dst = placements[node.outputs[0]];
         std::vector<float> joined(static_cast<size_t>(num_elements(dst.dims)));
@@ -107,11 +109,11 @@ Status Engine::Plan::run_image(Context& ctx, const std::vector<const float*>& in
             std::copy(graph.constant(in).data.begin(), graph.constant(in).data.end(),
                       joined.begin() + offset);
           } else {
-            gather(p, address(ctx, in), joined.data() + offset);
+            gather(p, element_type, address(ctx, in), joined.data() + offset);
           }
           offset += static_cast<size_t>(num_elements(p.dims));
         }
-        scatter(dst, joined.data(), address(ctx, node.outputs[0]));
+        scatter(dst, element_type, joined.data(), address(ctx, node.outputs[0]));
         break;
       }
       case StepKind::kReference: {
@@ -125,12 +127,13 @@ Status Engine::Plan::run_image(Context& ctx, const std::vector<const float*>& in
             in.push_back(&graph.constant(id));
           } else {
             owned[i] = Tensor(placements[id].dims);
-            gather(placements[id], address(ctx, id), owned[i].data.data());
+            gather(placements[id], element_type, address(ctx, id), owned[i].data.data());
             in.push_back(&owned[i]);
           }
         }
         DENSERT_ASSIGN_OR_RETURN(std::vector<Tensor> out, run_reference_node(graph, node, in));
-        scatter(placements[node.outputs[0]], out[0].data.data(), address(ctx, node.outputs[0]));
+        scatter(placements[node.outputs[0]], element_type, out[0].data.data(),
+                address(ctx, node.outputs[0]));
         break;
       }
     }
@@ -146,7 +149,7 @@ Status Engine::Plan::run_image(Context& ctx, const std::vector<const float*>& in
     if (placements[id].constant) {
       std::copy(graph.constant(id).data.begin(), graph.constant(id).data.end(), outputs[i]);
     } else {
-      gather(placements[id], address(ctx, id), outputs[i]);
+      gather(placements[id], element_type, address(ctx, id), outputs[i]);
     }
   }
   return {};
@@ -156,6 +159,10 @@ Status Engine::Plan::build(const EngineOptions& options) {
   threads = options.threads > 0 ? options.threads : physical_core_count();
   batch_parallel = options.batch_parallel;
   winograd = options.winograd;
+  element_type = options.element_type;
+  data_type = engine_detail::data_type_of(element_type);
+  element_bytes = engine_detail::element_bytes(element_type);
+  summary.element_type = element_type;
   fuse_norm_conv = options.fuse_norm_conv;
   summary.threads = threads;
   omp_set_num_threads(threads);
@@ -354,6 +361,14 @@ Expected<std::vector<Tensor>> Engine::run(const std::vector<Tensor>& inputs,
   }
   DENSERT_RETURN_IF_ERROR(status);
   return outputs;
+}
+
+const char* element_type_name(ElementType type) {
+  switch (type) {
+    case ElementType::kF32:
+      break;
+  }
+  return "f32";
 }
 
 int physical_core_count() {

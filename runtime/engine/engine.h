@@ -15,8 +15,16 @@
 
 namespace densert {
 
+// The element type a plan computes in: of its activations and weights. Inputs and outputs are
+// f32 whatever the plan uses inside. Only f32 is implemented; the plan takes the type from
+// here, so reduced-precision types add kernels and conversions, not a new plan.
+enum class ElementType { kF32 };
+
+const char* element_type_name(ElementType type);
+
 struct EngineOptions {
   int threads = 0;  // 0: the number of physical cores
+  ElementType element_type = ElementType::kF32;
   // Batches of at least `threads` images run one image per thread instead of every thread
   // on each image in turn.
   bool batch_parallel = true;
@@ -57,6 +65,7 @@ struct PlanSummary {
   int64_t arena_bytes = 0;          // activation memory of one execution context
   int64_t weight_bytes = 0;
   int channel_block = 16;
+  ElementType element_type = ElementType::kF32;
   int threads = 1;
   int reference_steps = 0;  // steps that fell back to the reference implementation
 };

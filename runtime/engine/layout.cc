@@ -21,19 +21,34 @@ Placement blocked_placement(const Dims& dims) {
   return p;
 }
 
-memory::desc plain_desc(const Dims& dims) {
+memory::desc plain_desc(const Dims& dims, memory::data_type type) {
   static const Tag tags[] = {Tag::a, Tag::a, Tag::ab, Tag::abc, Tag::abcd, Tag::abcde, Tag::abcdef};
   memory::dims d(dims.begin(), dims.end());
   if (d.empty()) d = {1};
-  return memory::desc(d, memory::data_type::f32, tags[std::min<size_t>(d.size(), 6)]);
+  return memory::desc(d, type, tags[std::min<size_t>(d.size(), 6)]);
 }
 
-memory::desc desc_of(const Placement& p) {
+memory::desc desc_of(const Placement& p, memory::data_type type) {
   if (p.blocked) {
-    return memory::desc({1, p.physical_channels, p.height(), p.width()}, memory::data_type::f32,
-                        Tag::nChw16c);
+    return memory::desc({1, p.physical_channels, p.height(), p.width()}, type, Tag::nChw16c);
   }
-  return plain_desc(p.dims);
+  return plain_desc(p.dims, type);
+}
+
+memory::data_type data_type_of(ElementType type) {
+  switch (type) {
+    case ElementType::kF32:
+      break;
+  }
+  return memory::data_type::f32;
+}
+
+int64_t element_bytes(ElementType type) {
+  switch (type) {
+    case ElementType::kF32:
+      break;
+  }
+  return 4;
 }
 
 namespace {
@@ -46,7 +61,10 @@ int64_t blocked_index(const Placement& p, int64_t c, int64_t hw) {
 
 }  // namespace
 
-void gather(const Placement& p, const float* base, float* out) {
+void gather(const Placement& p, ElementType type, const void* data, float* out) {
+  // f32 is the only element type so far: elements copy as they are.
+  (void)type;
+  const auto* base = static_cast<const float*>(data);
   if (!p.blocked) {
     std::memcpy(out, base, sizeof(float) * num_elements(p.dims));
     return;
@@ -58,12 +76,14 @@ void gather(const Placement& p, const float* base, float* out) {
   }
 }
 
-void scatter(const Placement& p, const float* in, float* base) {
+void scatter(const Placement& p, ElementType type, const float* in, void* data) {
+  (void)type;
+  auto* base = static_cast<float*>(data);
   if (!p.blocked) {
     std::memcpy(base, in, sizeof(float) * num_elements(p.dims));
     return;
   }
-  std::fill(base, base + p.floats(), 0.0f);
+  std::fill(base, base + p.elements(), 0.0f);
   const int64_t hw = p.height() * p.width();
   for (int64_t c = 0; c < p.dims[1]; ++c) {
     for (int64_t i = 0; i < hw; ++i)
@@ -144,22 +164,22 @@ Status Engine::Plan::plan_memory_requests() {
   // Every placement gets a request, except views that share another value's bytes.
   const int last_step = static_cast<int>(graph.nodes.size());
   std::vector<BufferRequest> requests;
-  const auto new_request = [&](int64_t floats, int first) {
-    requests.push_back({floats * static_cast<int64_t>(sizeof(float)), first, first});
+  const auto new_request = [&](int64_t elements, int first) {
+    requests.push_back({elements * element_bytes, first, first});
     return static_cast<int>(requests.size() - 1);
   };
   std::vector<int> block_request(graph.blocks.size(), -1);
   for (size_t b = 0; b < graph.blocks.size(); ++b) {
     const DenseBlock& block = graph.blocks[b];
-    int64_t floats = 0;
+    int64_t elements = 0;
     int first = last_step;
     for (ValueId segment : block.segments) {
       Placement& p = placements[segment];
-      p.offset = floats;  // physical channels before it are whole blocks of H*W*16 floats
-      floats += p.floats();
+      p.offset = elements;  // physical channels before it are whole blocks of H*W*16 elements
+      elements += p.elements();
       first = std::min(first, static_cast<int>(graph.value(segment).producer));
     }
-    block_request[b] = new_request(floats, first);
+    block_request[b] = new_request(elements, first);
     for (ValueId segment : block.segments)
       placements[segment].request = block_request[b];
     for (ValueId view : block.views) {
@@ -168,7 +188,7 @@ Status Engine::Plan::plan_memory_requests() {
     }
   }
   for (ValueId in : graph.inputs)
-    placements[in].request = new_request(placements[in].floats(), 0);
+    placements[in].request = new_request(placements[in].elements(), 0);
   for (size_t n = 0; n < graph.nodes.size(); ++n) {
     const Node& node = graph.nodes[n];
     for (ValueId out : node.outputs) {
@@ -185,7 +205,7 @@ Status Engine::Plan::plan_memory_requests() {
       } else if (is_fused_norm(static_cast<NodeId>(n))) {
         p.request = new_request(0, static_cast<int>(n));  // never written
       } else {
-        p.request = new_request(p.floats(), static_cast<int>(n));
+        p.request = new_request(p.elements(), static_cast<int>(n));
       }
     }
   }
@@ -203,10 +223,8 @@ Status Engine::Plan::plan_memory_requests() {
     if (!placements[out].constant) requests[placements[out].request].last_step = last_step;
   }
   const MemoryPlan plan = plan_memory(requests);
-  request_offsets.clear();
-  for (int64_t bytes : plan.offsets)
-    request_offsets.push_back(bytes / static_cast<int64_t>(sizeof(float)));
-  arena_floats = plan.arena_bytes / static_cast<int64_t>(sizeof(float));
+  request_offsets = plan.offsets;
+  arena_bytes = plan.arena_bytes;
   summary.arena_bytes = plan.arena_bytes;
   for (size_t b = 0; b < graph.blocks.size(); ++b) {
     const DenseBlock& block = graph.blocks[b];
@@ -218,8 +236,8 @@ Status Engine::Plan::plan_memory_requests() {
     info.height = last.height();
     info.width = last.width();
     info.bytes = requests[block_request[b]].bytes;
-    info.physical_channels = info.bytes / static_cast<int64_t>(sizeof(float)) /
-                             std::max<int64_t>(info.height * info.width, 1);
+    info.physical_channels =
+        info.bytes / element_bytes / std::max<int64_t>(info.height * info.width, 1);
     info.views = static_cast<int>(block.views.size());
     summary.blocks.push_back(info);
   }
@@ -281,6 +299,9 @@ void Engine::Plan::find_norm_convs() {
       refused = "not in the blocked layout";
     } else if (!cpu_ok) {
       refused = "the CPU has no AVX-512";
+    } else if (element_type != ElementType::kF32) {
+      refused = std::string("densert's kernel computes in f32, the plan in ") +
+                element_type_name(element_type);
     }
     if (!refused.empty()) {
       DENSERT_LOG(kDispatch) << "not fused: " << norm.name << " into " << conv.name << ": "

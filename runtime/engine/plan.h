@@ -38,7 +38,7 @@ inline int64_t round_up(int64_t x, int64_t m) {
 struct Placement {
   bool blocked = false;
   int request = -1;                  // memory request that owns the bytes
-  int64_t offset = 0;                // floats from the start of the request
+  int64_t offset = 0;                // elements from the start of the request
   Dims dims;                         // logical dims of one image
   int64_t physical_channels = 0;     // blocked only
   std::vector<int64_t> channel_map;  // blocked only: physical channel of each logical one
@@ -46,20 +46,23 @@ struct Placement {
 
   int64_t height() const { return dims.size() == 4 ? dims[2] : 1; }
   int64_t width() const { return dims.size() == 4 ? dims[3] : 1; }
-  int64_t floats() const {
+  int64_t elements() const {
     return blocked ? physical_channels * height() * width() : num_elements(dims);
   }
 };
 
 // A blocked placement of `dims` with channels in order, padded to the block.
 Placement blocked_placement(const Dims& dims);
-memory::desc plain_desc(const Dims& dims);
+memory::desc plain_desc(const Dims& dims, memory::data_type type);
 // The dense oneDNN descriptor of one image of a placement.
-memory::desc desc_of(const Placement& p);
-// Copies a placement's logical contents into a plain row-major buffer.
-void gather(const Placement& p, const float* base, float* out);
-// Writes a plain row-major buffer into a placement, zeroing its padding channels.
-void scatter(const Placement& p, const float* in, float* base);
+memory::desc desc_of(const Placement& p, memory::data_type type);
+memory::data_type data_type_of(ElementType type);
+int64_t element_bytes(ElementType type);
+// Copies a placement's logical contents (elements of `type` at base) into a plain row-major
+// f32 buffer.
+void gather(const Placement& p, ElementType type, const void* base, float* out);
+// Writes a plain row-major f32 buffer into a placement, zeroing its padding channels.
+void scatter(const Placement& p, ElementType type, const float* in, void* base);
 
 // kNormConv runs a NormConv1x1: a 1x1 convolution with the BatchNormalization it reads (and
 // the 2x2 average pool between them, if any) folded in; their own steps are then kNone.
@@ -91,9 +94,12 @@ struct Engine::Plan {
 
   Graph graph;
   dnnl::engine cpu{dnnl::engine::kind::cpu, 0};
-  std::vector<Placement> placements;     // per value
-  std::vector<int64_t> request_offsets;  // floats, per memory request
-  int64_t arena_floats = 0;
+  std::vector<Placement> placements;  // per value
+  ElementType element_type = ElementType::kF32;
+  memory::data_type data_type = memory::data_type::f32;
+  int64_t element_bytes = 4;
+  std::vector<int64_t> request_offsets;  // bytes, per memory request
+  int64_t arena_bytes = 0;
   std::vector<memory> constants;
   std::vector<Step> steps;
   PlanSummary summary;
@@ -108,7 +114,7 @@ struct Engine::Plan {
 
   struct Context : ExecutionContext {
     const Plan* owner = nullptr;
-    float* arena = nullptr;
+    char* arena = nullptr;
     void* scratch = nullptr;
     dnnl::stream stream;
     std::vector<std::unordered_map<int, memory>> args;  // per step
@@ -122,10 +128,11 @@ struct Engine::Plan {
   mutable std::mutex pool_mutex;
   mutable std::vector<std::unique_ptr<Context>> pool;
 
-  float* address(Context& ctx, ValueId v) const {
+  void* address(Context& ctx, ValueId v) const {
     const Placement& p = placements[v];
-    return ctx.arena + request_offsets[p.request] + p.offset;
+    return ctx.arena + request_offsets[p.request] + p.offset * element_bytes;
   }
+  memory::desc desc(ValueId v) const { return engine_detail::desc_of(placements[v], data_type); }
 
   bool is_fused_norm(NodeId n) const { return norm_fused[n]; }
   Expected<std::unique_ptr<Context>> make_context() const;

@@ -95,7 +95,7 @@ std::string reference_reason(const Graph& graph, const Node& node,
 int Engine::Plan::add_constant(const Tensor& tensor, const memory::desc& desired,
                                dnnl::stream& stream) {
   memory::dims d(tensor.dims.begin(), tensor.dims.end());
-  memory::desc source_desc = plain_desc(tensor.dims);
+  memory::desc source_desc = plain_desc(tensor.dims, memory::data_type::f32);  // graph constants
   memory source(source_desc, cpu, const_cast<float*>(tensor.data.data()));
   memory target(desired, cpu);
   if (desired == source_desc) {
@@ -178,13 +178,13 @@ Status Engine::Plan::add_conv(Step& step, const Node& node, const std::vector<Di
     if (node.inputs.size() > 2) bias.data[po] = graph.constant(node.inputs[2]).data[o];
   }
   const Window& w = attrs.window;
-  const memory::desc weights_any({dst_phys, src_phys, kh, kw}, memory::data_type::f32, Tag::any);
-  const memory::desc bias_desc({dst_phys}, memory::data_type::f32, Tag::a);
+  const memory::desc weights_any({dst_phys, src_phys, kh, kw}, data_type, Tag::any);
+  const memory::desc bias_desc({dst_phys}, memory::data_type::f32, Tag::a);  // f32 for any type
   const auto make_desc = [&](dnnl::algorithm algorithm) {
     return dnnl::convolution_forward::desc(
-        dnnl::prop_kind::forward_inference, algorithm, desc_of(src), weights_any, bias_desc,
-        desc_of(dst), {w.strides[0], w.strides[1]}, {w.dilations[0] - 1, w.dilations[1] - 1},
-        {w.pads[0], w.pads[1]}, {w.pads[2], w.pads[3]});
+        dnnl::prop_kind::forward_inference, algorithm, desc_of(src, data_type), weights_any,
+        bias_desc, desc_of(dst, data_type), {w.strides[0], w.strides[1]},
+        {w.dilations[0] - 1, w.dilations[1] - 1}, {w.pads[0], w.pads[1]}, {w.pads[2], w.pads[3]});
   };
   // The primitive descriptor's list of implementations refers to the op descriptor and the
   // attributes: both must outlive any next_impl() call.
@@ -256,8 +256,8 @@ Status Engine::Plan::add_batch_norm(Step& step, const Node& node, dnnl::stream& 
   const bool relu = attrs.activation.kind == Activation::Kind::kRelu;
   if (relu) flags |= dnnl::normalization_flags::fuse_norm_relu;
   const dnnl::primitive_attr attr = activation_attr(relu ? Activation{} : attrs.activation);
-  dnnl::batch_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, desc_of(src),
-                                               attrs.epsilon, flags);
+  dnnl::batch_normalization_forward::desc desc(dnnl::prop_kind::forward_inference,
+                                               desc_of(src, data_type), attrs.epsilon, flags);
   dnnl::batch_normalization_forward::primitive_desc pd(desc, attr, cpu);
   step.primitive = dnnl::batch_normalization_forward(pd);
   step.scratchpad = pd.scratchpad_desc();
@@ -281,7 +281,8 @@ Status Engine::Plan::add_eltwise(Step& step, const Node& node) {
     lo = node.attrs_as<ClipAttrs>().min;
     hi = node.attrs_as<ClipAttrs>().max;
   }
-  dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, alg, desc_of(src), lo, hi);
+  dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, alg, desc_of(src, data_type),
+                                   lo, hi);
   dnnl::eltwise_forward::primitive_desc pd(desc, activation_attr(), cpu);
   step.primitive = dnnl::eltwise_forward(pd);
   step.scratchpad = pd.scratchpad_desc();
@@ -315,7 +316,7 @@ Status Engine::Plan::add_pool(Step& step, const Node& node, const std::vector<Di
     pad_end[a] = (out_sizes[a] - 1) * w.strides[a] + extent - in_sizes[a] - w.pads[a];
   }
   dnnl::pooling_v2_forward::desc desc(
-      dnnl::prop_kind::forward_inference, alg, desc_of(src), desc_of(dst),
+      dnnl::prop_kind::forward_inference, alg, desc_of(src, data_type), desc_of(dst, data_type),
       {w.strides[0], w.strides[1]}, {w.kernel[0], w.kernel[1]},
       {w.dilations[0] - 1, w.dilations[1] - 1}, {w.pads[0], w.pads[1]}, pad_end);
   dnnl::pooling_v2_forward::primitive_desc pd(desc, activation_attr(), cpu);
@@ -345,11 +346,11 @@ Status Engine::Plan::add_gemm(Step& step, const Node& node, dnnl::stream& stream
     for (int64_t j = 0; j < n; ++j)
       bias.data[j] = attrs.beta * c.data[j];
   }
-  const memory::desc weights_any({n, k}, memory::data_type::f32, Tag::any);
+  const memory::desc weights_any({n, k}, data_type, Tag::any);
   const memory::desc bias_desc({n}, memory::data_type::f32, Tag::a);
-  dnnl::inner_product_forward::desc desc(dnnl::prop_kind::forward_inference,
-                                         desc_of(placements[node.inputs[0]]), weights_any,
-                                         bias_desc, desc_of(placements[node.outputs[0]]));
+  dnnl::inner_product_forward::desc desc(
+      dnnl::prop_kind::forward_inference, desc_of(placements[node.inputs[0]], data_type),
+      weights_any, bias_desc, desc_of(placements[node.outputs[0]], data_type));
   dnnl::inner_product_forward::primitive_desc pd(desc, activation_attr(attrs.activation), cpu);
   step.primitive = dnnl::inner_product_forward(pd);
   step.scratchpad = pd.scratchpad_desc();
@@ -365,7 +366,7 @@ Status Engine::Plan::add_gemm(Step& step, const Node& node, dnnl::stream& stream
 Status Engine::Plan::add_softmax(Step& step, const Node& node) {
   const int axis = static_cast<int>(node.attrs_as<AxisAttrs>().axis);
   dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference,
-                                   desc_of(placements[node.inputs[0]]), axis);
+                                   desc_of(placements[node.inputs[0]], data_type), axis);
   dnnl::softmax_forward::primitive_desc pd(desc, activation_attr(), cpu);
   step.primitive = dnnl::softmax_forward(pd);
   step.scratchpad = pd.scratchpad_desc();
@@ -411,7 +412,7 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
     } else if (node.op == OpType::kConcat && dst.blocked) {
       step.kind = StepKind::kConcatCopy;
       step.info.implementation = "copy";
-      summary.concat_bytes_copied += num_elements(dst.dims) * static_cast<int64_t>(sizeof(float));
+      summary.concat_bytes_copied += num_elements(dst.dims) * element_bytes;
     } else if (dst.request == src.request && dst.offset == src.offset && !src.blocked &&
                !dst.blocked && !src.constant) {
       step.info.implementation = "view";  // a reshape of plain memory
@@ -463,8 +464,7 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
         step.info.implementation = "reference";
         ++summary.reference_steps;
         if (node.op == OpType::kConcat) {
-          summary.concat_bytes_copied +=
-              num_elements(dst.dims) * static_cast<int64_t>(sizeof(float));
+          summary.concat_bytes_copied += num_elements(dst.dims) * element_bytes;
         }
         DENSERT_LOG(kDispatch) << node.describe() << ": reference implementation: " << reason;
       }
