@@ -212,7 +212,7 @@ Status Engine::Plan::plan_memory_requests() {
   // A request lives until the last step that reads any value placed in it.
   for (size_t n = 0; n < graph.nodes.size(); ++n) {
     std::vector<ValueId> reads = graph.nodes[n].inputs;
-    if (norm_of[n] >= 0) reads.push_back(graph.nodes[norm_of[n]].inputs[0]);
+    if (norm_chain[n].norm >= 0) reads.push_back(graph.nodes[norm_chain[n].norm].inputs[0]);
     for (ValueId in : reads) {
       if (in == kNoValue || placements[in].constant) continue;
       BufferRequest& r = requests[placements[in].request];
@@ -245,8 +245,7 @@ Status Engine::Plan::plan_memory_requests() {
 }
 
 void Engine::Plan::find_norm_convs() {
-  norm_of.assign(graph.nodes.size(), -1);
-  pool_of.assign(graph.nodes.size(), -1);
+  norm_chain.assign(graph.nodes.size(), NormChain{});
   norm_fused.assign(graph.nodes.size(), false);
   if (!fuse_norm_conv) return;
   std::vector<int> readers(graph.values.size(), 0);
@@ -268,6 +267,21 @@ void Engine::Plan::find_norm_convs() {
            w.pads == std::array<int64_t, 4>{0, 0, 0, 0} && in.blocked && in.dims.size() == 4 &&
            out.height() == in.height() / 2 && out.width() == in.width() / 2;
   };
+  // The node that writes v, if v has no other reader (nothing else may need it in memory).
+  const auto sole_producer = [&](ValueId v, const Node& conv) -> const Node* {
+    const NodeId p = graph.value(v).producer;
+    if (p < 0) return nullptr;
+    if (readers[v] != 1) {
+      const OpType op = graph.nodes[p].op;
+      if (op == OpType::kBatchNorm || op == OpType::kRelu || op == OpType::kClip ||
+          op == OpType::kAveragePool) {
+        DENSERT_LOG(kDispatch) << "not fused: " << graph.nodes[p].name << " into " << conv.name
+                               << ": its output has other readers";
+      }
+      return nullptr;
+    }
+    return &graph.nodes[p];
+  };
   const bool cpu_ok = NormConv1x1::supported();
   for (size_t n = 0; n < graph.nodes.size(); ++n) {
     const Node& conv = graph.nodes[n];
@@ -279,23 +293,23 @@ void Engine::Plan::find_norm_convs() {
         w.pads != std::array<int64_t, 4>{0, 0, 0, 0}) {
       continue;  // not a 1x1 convolution
     }
-    ValueId normalized = conv.inputs[0];
-    NodeId pool = -1;
-    if (graph.value(normalized).producer < 0) continue;
-    if (halving_pool(graph.nodes[graph.value(normalized).producer])) {
-      pool = graph.value(normalized).producer;
-      if (readers[normalized] != 1) continue;
-      normalized = graph.nodes[pool].inputs[0];
-      if (graph.value(normalized).producer < 0) continue;
+    // Walk back from the convolution's input: pool, then activation, then the normalization.
+    NormChain chain;
+    const Node* node = sole_producer(conv.inputs[0], conv);
+    if (node && halving_pool(*node)) {
+      chain.pool = graph.value(node->outputs[0]).producer;
+      node = sole_producer(node->inputs[0], conv);
     }
-    const NodeId norm_id = graph.value(normalized).producer;
-    const Node& norm = graph.nodes[norm_id];
-    if (norm.op != OpType::kBatchNorm) continue;
-    const Placement& src = placements[norm.inputs[0]];
+    if (node && (node->op == OpType::kRelu || node->op == OpType::kClip)) {
+      chain.activation = graph.value(node->outputs[0]).producer;
+      node = sole_producer(node->inputs[0], conv);
+    }
+    if (!node || node->op != OpType::kBatchNorm) continue;
+    if (chain.activation >= 0 && !node->attrs_as<BatchNormAttrs>().activation.none()) continue;
+    chain.norm = graph.value(node->outputs[0]).producer;
+    const Placement& src = placements[node->inputs[0]];
     std::string refused;
-    if (readers[normalized] != 1) {
-      refused = "the normalized value has other readers";
-    } else if (!src.blocked || src.dims.size() != 4 || !placements[conv.outputs[0]].blocked) {
+    if (!src.blocked || src.dims.size() != 4 || !placements[conv.outputs[0]].blocked) {
       refused = "not in the blocked layout";
     } else if (!cpu_ok) {
       refused = "the CPU has no AVX-512";
@@ -304,18 +318,26 @@ void Engine::Plan::find_norm_convs() {
                 element_type_name(element_type);
     }
     if (!refused.empty()) {
-      DENSERT_LOG(kDispatch) << "not fused: " << norm.name << " into " << conv.name << ": "
+      DENSERT_LOG(kDispatch) << "not fused: " << node->name << " into " << conv.name << ": "
                              << refused;
       continue;
     }
-    norm_of[n] = norm_id;
-    pool_of[n] = pool;
-    norm_fused[norm_id] = true;
-    if (pool >= 0) norm_fused[pool] = true;
-    DENSERT_LOG(kDispatch) << "fused: " << norm.name
-                           << (pool >= 0 ? " and " + graph.nodes[pool].name : std::string())
-                           << " into " << conv.name;
+    norm_chain[n] = chain;
+    std::string absorbed;
+    for (NodeId id : {chain.norm, chain.activation, chain.pool}) {
+      if (id < 0) continue;
+      norm_fused[id] = true;
+      absorbed += (absorbed.empty() ? "" : ", ") + graph.nodes[id].name;
+    }
+    DENSERT_LOG(kDispatch) << "fused: " << absorbed << " into " << conv.name;
   }
+}
+
+Activation Engine::Plan::norm_activation(const NormChain& chain) const {
+  if (chain.activation < 0) return graph.nodes[chain.norm].attrs_as<BatchNormAttrs>().activation;
+  const Node& node = graph.nodes[chain.activation];
+  if (node.op == OpType::kRelu) return Activation::relu();
+  return Activation::clip(node.attrs_as<ClipAttrs>().min, node.attrs_as<ClipAttrs>().max);
 }
 
 }  // namespace densert

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
 
 #include "runtime/engine/norm_conv1x1_avx512.h"
@@ -35,6 +36,22 @@ int64_t choose_tile_pixels(const NormConv1x1Shape& s, int threads) {
   return tile;
 }
 
+// An activation as the kernel's clamp: ReLU is [0, inf) with NaN sent to 0 (x > 0 ? x : 0),
+// Clip is [min, max] and keeps NaN, no activation clamps nothing.
+void set_clamp(const Activation& act, float& lo, float& hi, bool& nan_to_lo) {
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  lo = -inf;
+  hi = inf;
+  nan_to_lo = false;
+  if (act.kind == Activation::Kind::kRelu) {
+    lo = 0.0f;
+    nan_to_lo = true;
+  } else if (act.kind == Activation::Kind::kClip) {
+    lo = act.min;
+    hi = act.max;
+  }
+}
+
 }  // namespace
 
 void NormConv1x1::Aligned::operator()(float* p) const {
@@ -50,9 +67,9 @@ NormConv1x1::Buffer NormConv1x1::allocate(int64_t floats) {
 }
 
 NormConv1x1::NormConv1x1(const NormConv1x1Shape& shape, const float* scale, const float* shift,
-                         float in_lo, float in_hi, const float* weights, const float* bias,
-                         float out_lo, float out_hi, int max_threads)
-    : shape_(shape), in_lo_(in_lo), in_hi_(in_hi), out_lo_(out_lo), out_hi_(out_hi) {
+                         const Activation& input_activation, const float* weights,
+                         const float* bias, const Activation& output_activation, int max_threads)
+    : shape_(shape), input_activation_(input_activation), output_activation_(output_activation) {
   const int64_t ic = shape.in_channels, oc = shape.out_channels;
   tile_pixels_ = choose_tile_pixels(shape, std::max(1, max_threads));
   scale_ = allocate(ic);
@@ -61,6 +78,8 @@ NormConv1x1::NormConv1x1(const NormConv1x1Shape& shape, const float* scale, cons
   std::copy_n(scale, ic, scale_.get());
   std::copy_n(shift, ic, shift_.get());
   std::copy_n(bias, oc, bias_.get());
+  shape_.in_lanes.resize(static_cast<size_t>(ic / kBlock), 0xFFFF);
+  shape_.out_lanes.resize(static_cast<size_t>(oc / kBlock), 0xFFFF);
   // Groups of up to four output blocks, each [input channel][the group's output channels].
   weights_ = allocate(ic * oc);
   const int64_t group_channels = avx512::kGroupBlocks * kBlock;
@@ -101,10 +120,10 @@ void NormConv1x1::run(const float* src, float* dst, float* scratch, int threads)
   a.shift = shift_.get();
   a.weights = weights_.get();
   a.bias = bias_.get();
-  a.in_lo = in_lo_;
-  a.in_hi = in_hi_;
-  a.out_lo = out_lo_;
-  a.out_hi = out_hi_;
+  a.in_lanes = shape_.in_lanes.data();
+  a.out_lanes = shape_.out_lanes.data();
+  set_clamp(input_activation_, a.in_lo, a.in_hi, a.in_nan_to_lo);
+  set_clamp(output_activation_, a.out_lo, a.out_hi, a.out_nan_to_lo);
   a.src = src;
   a.dst = dst;
   a.scratch = scratch;

@@ -14,6 +14,8 @@
 #include <memory>
 #include <vector>
 
+#include "runtime/ir.h"
+
 namespace densert {
 
 // Geometry and parameters of one fused step. Channel counts are physical (multiples of 16);
@@ -23,6 +25,9 @@ struct NormConv1x1Shape {
   int64_t out_channels = 0;
   int64_t in_height = 0, in_width = 0;
   int64_t pool = 1;  // 1, or 2 for a 2x2 average pool with stride 2 (odd last rows dropped)
+  // Which physical channels are real, bit c % 16 of entry c / 16 (empty: all of them).
+  // Padding channels read as 0 whatever they hold and are written as 0.
+  std::vector<uint16_t> in_lanes, out_lanes;
 
   int64_t height() const { return in_height / pool; }
   int64_t width() const { return in_width / pool; }
@@ -31,11 +36,12 @@ struct NormConv1x1Shape {
 
 class NormConv1x1 {
  public:
-  // weights: [out_channels][in_channels] row-major; in_lo/in_hi clamp the normalized input
-  // (0 and +inf for ReLU), out_lo/out_hi clamp the result.
-  NormConv1x1(const NormConv1x1Shape& shape, const float* scale, const float* shift, float in_lo,
-              float in_hi, const float* weights, const float* bias, float out_lo, float out_hi,
-              int max_threads);
+  // The normalized input is activation(x * scale + shift) per channel; weights are
+  // [out_channels][in_channels] row-major; the result is output_activation(conv + bias).
+  // Activations follow densert's reference (Activation::apply), NaN included.
+  NormConv1x1(const NormConv1x1Shape& shape, const float* scale, const float* shift,
+              const Activation& input_activation, const float* weights, const float* bias,
+              const Activation& output_activation, int max_threads);
 
   // True where the CPU runs this kernel (AVX-512 Foundation).
   static bool supported();
@@ -59,7 +65,7 @@ class NormConv1x1 {
   NormConv1x1Shape shape_;
   int64_t tile_pixels_ = 0;
   Buffer scale_, shift_, weights_, bias_;
-  float in_lo_, in_hi_, out_lo_, out_hi_;
+  Activation input_activation_, output_activation_;
 };
 
 }  // namespace densert

@@ -31,6 +31,20 @@ inline int64_t min64(int64_t a, int64_t b) {
   return a < b ? a : b;
 }
 
+// min(max(v, lo), hi). vmaxps and vminps return their second operand when either is NaN, so
+// the operand order decides whether NaN becomes lo or passes through.
+inline __attribute__((always_inline)) __m512 clamp(__m512 v, __m512 lo, __m512 hi, bool nan_to_lo) {
+  return nan_to_lo ? _mm512_min_ps(_mm512_max_ps(v, lo), hi)
+                   : _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+}
+
+// How a finished accumulator is written: clamped, and zero in padding channels.
+struct Epilogue {
+  __m512 lo, hi;
+  bool nan_to_lo;
+  const uint16_t* lanes;  // per output block of the group: its real channels
+};
+
 // acc += x * w, always in the accumulate-into-acc form: with the plain intrinsic GCC may pick
 // a form that overwrites an operand and then copies registers back and forth (measured ~10%).
 inline __attribute__((always_inline)) void multiply_add(__m512& acc, __m512 x, __m512 w) {
@@ -44,8 +58,8 @@ template <int NB, int UR>
 inline __attribute__((always_inline)) void accumulate_tile(const float* x, int64_t x_stride,
                                                            const float* w, int64_t blocks, float* y,
                                                            int64_t y_stride, const float* bias,
-                                                           bool first, bool last, __m512 lo,
-                                                           __m512 hi) {
+                                                           bool first, bool last,
+                                                           const Epilogue& e) {
   __m512 acc[UR][NB];
   if (first) {
 #pragma GCC unroll 32
@@ -86,7 +100,7 @@ inline __attribute__((always_inline)) void accumulate_tile(const float* x, int64
 #pragma GCC unroll 32
     for (int u = 0; u < UR; ++u) {
       __m512 v = acc[u][j];
-      if (last) v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+      if (last) v = _mm512_maskz_mov_ps(e.lanes[j], clamp(v, e.lo, e.hi, e.nan_to_lo));
       _mm512_storeu_ps(y + j * y_stride + u * 16, v);
     }
   }
@@ -96,12 +110,12 @@ inline __attribute__((always_inline)) void accumulate_tile(const float* x, int64
 template <int NB, int UR>
 inline void tail_tile(int64_t count, const float* x, int64_t x_stride, const float* w,
                       int64_t blocks, float* y, int64_t y_stride, const float* bias, bool first,
-                      bool last, __m512 lo, __m512 hi) {
+                      bool last, const Epilogue& e) {
   if constexpr (UR > 0) {
     if (count == UR) {
-      accumulate_tile<NB, UR>(x, x_stride, w, blocks, y, y_stride, bias, first, last, lo, hi);
+      accumulate_tile<NB, UR>(x, x_stride, w, blocks, y, y_stride, bias, first, last, e);
     } else {
-      tail_tile<NB, UR - 1>(count, x, x_stride, w, blocks, y, y_stride, bias, first, last, lo, hi);
+      tail_tile<NB, UR - 1>(count, x, x_stride, w, blocks, y, y_stride, bias, first, last, e);
     }
   }
 }
@@ -109,10 +123,10 @@ inline void tail_tile(int64_t count, const float* x, int64_t x_stride, const flo
 // One group of NB output blocks over a normalized tile of `count` pixels.
 template <int NB>
 void convolve_group(const NormConv1x1Args& a, const float* tile, int64_t tile_stride, int64_t count,
-                    const float* w, const float* bias, float* y) {
+                    const float* w, const float* bias, const uint16_t* lanes, float* y) {
   constexpr int64_t ur = register_tile(NB);
   const int64_t y_stride = a.pixels * 16;
-  const __m512 lo = _mm512_set1_ps(a.out_lo), hi = _mm512_set1_ps(a.out_hi);
+  const Epilogue e = {_mm512_set1_ps(a.out_lo), _mm512_set1_ps(a.out_hi), a.out_nan_to_lo, lanes};
   const char* weights_end =
       reinterpret_cast<const char*>(a.weights + a.in_blocks * 16 * a.out_blocks * 16);
   const int64_t register_tiles = (count + ur - 1) / ur;
@@ -139,18 +153,19 @@ void convolve_group(const NormConv1x1Args& a, const float* tile, int64_t tile_st
     for (; p + ur <= count; p += ur) {
       prefetch_share();
       accumulate_tile<NB, ur>(x + p * 16, tile_stride, wc, blocks, y + p * 16, y_stride, bias,
-                              first, last, lo, hi);
+                              first, last, e);
     }
     if (p < count) {
       prefetch_share();
       tail_tile<NB, ur - 1>(count - p, x + p * 16, tile_stride, wc, blocks, y + p * 16, y_stride,
-                            bias, first, last, lo, hi);
+                            bias, first, last, e);
     }
   }
 }
 
 // tile[b][p][16] = clamp(src[b][first + p][16] * scale + shift) for `count` pixels; with a
-// pool, the mean of that over the pixel's 2x2 input window.
+// pool, the mean of that over the pixel's 2x2 input window. Padding channels become 0 whatever
+// they hold (an infinity times a padding weight of 0 leaves a NaN there).
 void normalize_tile(const NormConv1x1Args& a, int64_t first, int64_t count, float* tile) {
   const __m512 lo = _mm512_set1_ps(a.in_lo), hi = _mm512_set1_ps(a.in_hi);
   if (a.pool == 2) {
@@ -158,8 +173,9 @@ void normalize_tile(const NormConv1x1Args& a, int64_t first, int64_t count, floa
     for (int64_t b = 0; b < a.in_blocks; ++b) {
       const __m512 s = _mm512_loadu_ps(a.scale + b * 16);
       const __m512 t = _mm512_loadu_ps(a.shift + b * 16);
+      const __mmask16 real = a.in_lanes[b];
       const auto norm = [&](const float* x) {
-        return _mm512_min_ps(_mm512_max_ps(_mm512_fmadd_ps(_mm512_loadu_ps(x), s, t), lo), hi);
+        return clamp(_mm512_fmadd_ps(_mm512_loadu_ps(x), s, t), lo, hi, a.in_nan_to_lo);
       };
       const float* in = a.src + b * a.in_pixels * 16;
       float* out = tile + b * a.tile_pixels * 16;
@@ -169,7 +185,7 @@ void normalize_tile(const NormConv1x1Args& a, int64_t first, int64_t count, floa
         const float* bottom = top + a.in_width * 16;
         const __m512 sum = _mm512_add_ps(_mm512_add_ps(norm(top), norm(top + 16)),
                                          _mm512_add_ps(norm(bottom), norm(bottom + 16)));
-        _mm512_storeu_ps(out + p * 16, _mm512_mul_ps(sum, quarter));
+        _mm512_storeu_ps(out + p * 16, _mm512_maskz_mul_ps(real, sum, quarter));
         if (++x == a.width) {
           x = 0;
           ++y;
@@ -181,6 +197,7 @@ void normalize_tile(const NormConv1x1Args& a, int64_t first, int64_t count, floa
   for (int64_t b = 0; b < a.in_blocks; ++b) {
     const __m512 s = _mm512_loadu_ps(a.scale + b * 16);
     const __m512 t = _mm512_loadu_ps(a.shift + b * 16);
+    const __mmask16 real = a.in_lanes[b];
     const float* in = a.src + (b * a.pixels + first) * 16;
     float* out = tile + b * a.tile_pixels * 16;
     // A pixel of a block is one cache line; the next block's run starts far away, so ask for
@@ -190,7 +207,7 @@ void normalize_tile(const NormConv1x1Args& a, int64_t first, int64_t count, floa
     for (int64_t p = 0; p < count; ++p) {
       if (prefetch) _mm_prefetch(ahead + p * 64, _MM_HINT_T0);
       const __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(in + p * 16), s, t);
-      _mm512_storeu_ps(out + p * 16, _mm512_min_ps(_mm512_max_ps(v, lo), hi));
+      _mm512_storeu_ps(out + p * 16, _mm512_maskz_mov_ps(real, clamp(v, lo, hi, a.in_nan_to_lo)));
     }
   }
 }
@@ -211,19 +228,20 @@ void run_items(const NormConv1x1Args& a, int64_t begin, int64_t end, float* tile
     const int64_t nb = min64(kGroupBlocks, a.out_blocks - g * kGroupBlocks);
     const float* w = a.weights + g * kGroupBlocks * 16 * in_channels;
     const float* bias = a.bias + g * kGroupBlocks * 16;
+    const uint16_t* lanes = a.out_lanes + g * kGroupBlocks;
     float* y = a.dst + (g * kGroupBlocks * a.pixels + first) * 16;
     switch (nb) {
       case 4:
-        convolve_group<4>(a, tile, tile_stride, count, w, bias, y);
+        convolve_group<4>(a, tile, tile_stride, count, w, bias, lanes, y);
         break;
       case 3:
-        convolve_group<3>(a, tile, tile_stride, count, w, bias, y);
+        convolve_group<3>(a, tile, tile_stride, count, w, bias, lanes, y);
         break;
       case 2:
-        convolve_group<2>(a, tile, tile_stride, count, w, bias, y);
+        convolve_group<2>(a, tile, tile_stride, count, w, bias, lanes, y);
         break;
       default:
-        convolve_group<1>(a, tile, tile_stride, count, w, bias, y);
+        convolve_group<1>(a, tile, tile_stride, count, w, bias, lanes, y);
         break;
     }
   }

@@ -19,7 +19,14 @@ struct NormConv1x1Args {
   const float* shift = nullptr;    // in_blocks * 16
   const float* weights = nullptr;  // groups of up to 4 output blocks, see pack in the .cc
   const float* bias = nullptr;     // out_blocks * 16
+  // Per block, bit c set where channel c of the block is real: padding channels read and
+  // write as 0.
+  const uint16_t* in_lanes = nullptr;
+  const uint16_t* out_lanes = nullptr;
+  // Clamps of the normalized input and of the result. With nan_to_lo a NaN becomes lo (ReLU's
+  // rule, x > 0 ? x : 0); otherwise NaN passes through (Clip, or no activation).
   float in_lo = 0, in_hi = 0, out_lo = 0, out_hi = 0;
+  bool in_nan_to_lo = false, out_nan_to_lo = false;
   const float* src = nullptr;
   float* dst = nullptr;
   float* scratch = nullptr;  // threads * tile_pixels * in_blocks * 16

@@ -107,10 +107,13 @@ struct Engine::Plan {
   bool batch_parallel = true;
   bool winograd = true;
   bool fuse_norm_conv = true;
-  // Per node: the BatchNormalization node a 1x1 convolution absorbs, or -1.
-  std::vector<NodeId> norm_of;
-  std::vector<NodeId> pool_of;   // and the 2x2 average pool between them, or -1
-  std::vector<bool> norm_fused;  // per node: a BatchNormalization or pool some step absorbs
+  // What a 1x1 convolution absorbs: BatchNormalization -> [Relu | Clip] -> [2x2 average
+  // pool] -> the convolution. Nodes are -1 where absent (norm == -1: nothing fused).
+  struct NormChain {
+    NodeId norm = -1, activation = -1, pool = -1;
+  };
+  std::vector<NormChain> norm_chain;  // per node
+  std::vector<bool> norm_fused;       // per node: absorbed by a later convolution
 
   struct Context : ExecutionContext {
     const Plan* owner = nullptr;
@@ -135,6 +138,8 @@ struct Engine::Plan {
   memory::desc desc(ValueId v) const { return engine_detail::desc_of(placements[v], data_type); }
 
   bool is_fused_norm(NodeId n) const { return norm_fused[n]; }
+  // The activation the normalized input gets: the BatchNormalization's own or the node's.
+  Activation norm_activation(const NormChain& chain) const;
   Expected<std::unique_ptr<Context>> make_context() const;
   Status build(const EngineOptions& options);
   Status plan_layouts(const std::vector<Dims>& dims);
@@ -148,7 +153,7 @@ struct Engine::Plan {
   Status add_conv(Step& step, const Node& node, const std::vector<Dims>& dims,
                   dnnl::stream& stream);
   Status add_batch_norm(Step& step, const Node& node, dnnl::stream& stream);
-  Status add_norm_conv(Step& step, const Node& norm, bool pool, const Node& conv,
+  Status add_norm_conv(Step& step, const NormChain& chain, const Node& conv,
                        const std::vector<Dims>& dims);
   Status add_eltwise(Step& step, const Node& node);
   Status add_pool(Step& step, const Node& node, const std::vector<Dims>& dims);

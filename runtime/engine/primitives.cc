@@ -4,7 +4,6 @@
 #include <array>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <set>
 #include <string>
 
@@ -14,6 +13,7 @@
 namespace densert {
 
 using engine_detail::desc_of;
+using engine_detail::kBlock;
 using engine_detail::plain_desc;
 using engine_detail::StepKind;
 using engine_detail::Tag;
@@ -109,8 +109,10 @@ int Engine::Plan::add_constant(const Tensor& tensor, const memory::desc& desired
   return static_cast<int>(constants.size() - 1);
 }
 
-Status Engine::Plan::add_norm_conv(Step& step, const Node& norm, bool pool, const Node& conv,
+Status Engine::Plan::add_norm_conv(Step& step, const NormChain& chain, const Node& conv,
                                    const std::vector<Dims>& dims) {
+  const Node& norm = graph.nodes[chain.norm];
+  const bool pool = chain.pool >= 0;
   const Placement& src = placements[norm.inputs[0]];
   const Placement& dst = placements[conv.outputs[0]];
   const auto& norm_attrs = norm.attrs_as<BatchNormAttrs>();
@@ -136,17 +138,18 @@ Status Engine::Plan::add_norm_conv(Step& step, const Node& norm, bool pool, cons
       expanded[po * src_phys + src.channel_map[i]] = weights.data[o * in_c + i];
     if (conv.inputs.size() > 2) bias[po] = graph.constant(conv.inputs[2]).data[o];
   }
-  const auto bounds = [](const Activation& act) {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    if (act.kind == Activation::Kind::kRelu) return std::pair{0.0f, inf};
-    if (act.kind == Activation::Kind::kClip) return std::pair{act.min, act.max};
-    return std::pair{-inf, inf};
+  NormConv1x1Shape shape{src_phys, dst_phys, src.height(), src.width(), pool ? 2 : 1};
+  const auto lanes = [](const Placement& p) {
+    std::vector<uint16_t> lanes(static_cast<size_t>(p.physical_channels / kBlock), 0);
+    for (int64_t phys : p.channel_map)
+      lanes[static_cast<size_t>(phys / kBlock)] |= static_cast<uint16_t>(1u << (phys % kBlock));
+    return lanes;
   };
-  const auto [in_lo, in_hi] = bounds(norm_attrs.activation);
-  const auto [out_lo, out_hi] = bounds(conv_attrs.activation);
-  step.norm_conv = std::make_shared<NormConv1x1>(
-      NormConv1x1Shape{src_phys, dst_phys, src.height(), src.width(), pool ? 2 : 1}, scale.data(),
-      shift.data(), in_lo, in_hi, expanded.data(), bias.data(), out_lo, out_hi, threads);
+  shape.in_lanes = lanes(src);
+  shape.out_lanes = lanes(dst);
+  step.norm_conv =
+      std::make_shared<NormConv1x1>(shape, scale.data(), shift.data(), norm_activation(chain),
+                                    expanded.data(), bias.data(), conv_attrs.activation, threads);
   step.norm_src = norm.inputs[0];
   step.info.implementation = "densert_norm_conv1x1:avx512";
   step.info.flops = conv_flops(graph, conv, dims);
@@ -403,9 +406,8 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
 
     if (norm_fused[n]) {
       step.info.implementation = "fused";
-    } else if (norm_of[n] >= 0) {
-      DENSERT_RETURN_IF_ERROR(
-          add_norm_conv(step, graph.nodes[norm_of[n]], pool_of[n] >= 0, node, dims));
+    } else if (norm_chain[n].norm >= 0) {
+      DENSERT_RETURN_IF_ERROR(add_norm_conv(step, norm_chain[n], node, dims));
       step.kind = StepKind::kNormConv;
     } else if (node.op == OpType::kConcat && views.count(out)) {
       step.info.implementation = "view";
@@ -484,7 +486,7 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
       }
     };
     if (!norm_fused[n]) built(node);
-    if (norm_of[n] >= 0) built(graph.nodes[norm_of[n]]);
+    if (norm_chain[n].norm >= 0) built(graph.nodes[norm_chain[n].norm]);
     summary.steps.push_back(step.info);
     steps.push_back(std::move(step));
   }

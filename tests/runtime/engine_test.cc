@@ -3,7 +3,9 @@
 // in shared buffers, no Concat copies and no reference fallbacks.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -496,6 +498,9 @@ struct NormConvCase {
   int64_t in_channels, out_channels, height, width;
   Activation norm_activation, conv_activation;
   bool pool = false;  // a 2x2 average pool with stride 2 between the two, as in transitions
+  // The normalization's activation as a Relu or Clip node of its own (a Keras-style ReLU6)
+  // instead of an attribute of the BatchNormalization.
+  bool activation_node = false;
 };
 
 void PrintTo(const NormConvCase& c, std::ostream* out) {
@@ -511,7 +516,13 @@ Graph norm_conv_graph(const NormConvCase& c) {
   GraphBuilder b(17);
   const ValueId x = b.input("x", {kBatchDim, 3, c.height, c.width});
   const ValueId features = b.conv("features", x, c.in_channels, square_window(3, 1, 1));
-  ValueId normalized = b.batch_norm("norm", features, c.norm_activation);
+  ValueId normalized =
+      b.batch_norm("norm", features, c.activation_node ? Activation{} : c.norm_activation);
+  if (c.activation_node && c.norm_activation.kind == Activation::Kind::kRelu) {
+    normalized = b.relu("act", normalized);
+  } else if (c.activation_node) {
+    normalized = b.clip("act", normalized, c.norm_activation.min, c.norm_activation.max);
+  }
   if (c.pool) {
     normalized = b.add(OpType::kAveragePool, "pool", {normalized}, pool_attrs(square_window(2, 2)));
   }
@@ -534,7 +545,7 @@ TEST_P(EngineNormConv, FusedMatchesReferenceAndUnfused) {
   ASSERT_NE(fused, nullptr);
   ASSERT_NE(unfused, nullptr);
 
-  const size_t steps = c.pool ? 4 : 3;
+  const size_t steps = 3 + (c.pool ? 1 : 0) + (c.activation_node ? 1 : 0);
   ASSERT_EQ(fused->summary().steps.size(), steps) << plan_text(fused->summary());
   for (size_t s = 1; s + 1 < steps; ++s) {
     EXPECT_EQ(fused->summary().steps[s].implementation, "fused");
@@ -571,6 +582,9 @@ std::vector<NormConvCase> norm_conv_cases() {
       {"transition_28x28", 256, 128, 28, 28, relu, none, true},
       {"transition_odd_13x11", 40, 24, 13, 11, relu, relu, true},
       {"transition_2x3", 16, 16, 2, 3, Activation::clip(0.0f, 6.0f), none, true},
+      // Activations as nodes of their own: ReLU6 and Relu, with and without the pool.
+      {"relu6_node_9x9", 40, 48, 9, 9, Activation::clip(0.0f, 6.0f), relu, false, true},
+      {"relu_node_transition_10x10", 32, 16, 10, 10, relu, none, true, true},
   };
 }
 
@@ -598,6 +612,53 @@ TEST(EngineNormConv, NormalizedValueWithTwoReadersIsNotFused) {
     EXPECT_EQ(step.implementation.find("densert_"), std::string::npos);
   }
   expect_engine_matches_reference(*engine, graph, 2, kSummingTolerance);
+}
+
+// NaN and infinity pass through the fused kernel as through the reference: a ReLU sends NaN
+// to 0 (x > 0 ? x : 0), a Clip or no activation keeps it.
+TEST(EngineNormConv, NonFiniteInputsFollowTheReference) {
+  if (!NormConv1x1::supported()) GTEST_SKIP() << "the CPU has no AVX-512";
+  for (const Activation& act : {Activation{}, Activation::relu(), Activation::clip(-1.0f, 1.0f)}) {
+    GraphBuilder b(23);
+    const ValueId x = b.input("x", {kBatchDim, 3, 5, 5});
+    // 1x1 convolutions keep a non-finite pixel where it is.
+    const ValueId features = b.conv("features", x, 20, square_window(1));
+    b.output(b.conv("conv", b.batch_norm("norm", features, act), 24, square_window(1)));
+    const Graph graph = b.graph();
+    EngineOptions options;
+    for (const PassInfo& pass : optimizer_passes()) {
+      options.optimize.disabled.insert(pass.name);
+    }
+    const std::shared_ptr<Engine> engine = create_engine(graph, options);
+    ASSERT_NE(engine, nullptr);
+    ASSERT_EQ(engine->summary().steps.back().implementation, "densert_norm_conv1x1:avx512");
+
+    std::vector<Tensor> inputs = testing::random_inputs(graph, 1, 3);
+    inputs[0].data[0 * 25 + 7] = std::numeric_limits<float>::quiet_NaN();  // pixel 7
+    inputs[0].data[1 * 25 + 12] = std::numeric_limits<float>::infinity();  // pixel 12
+    Expected<std::vector<Tensor>> expected = run_reference(graph, inputs);
+    Expected<std::vector<Tensor>> actual = engine->run(inputs);
+    ASSERT_TRUE(expected.ok() && actual.ok());
+    const Tensor& want = (*expected)[0];
+    const Tensor& got = (*actual)[0];
+    int non_finite = 0;
+    for (size_t i = 0; i < want.data.size(); ++i) {
+      const float w = want.data[i], g = got.data[i];
+      if (std::isnan(w) || std::isnan(g)) {
+        EXPECT_TRUE(std::isnan(w) && std::isnan(g)) << "element " << i << ": " << g << " vs " << w;
+        ++non_finite;
+      } else if (std::isinf(w) || std::isinf(g)) {
+        EXPECT_EQ(g, w) << "element " << i;
+        ++non_finite;
+      } else {
+        EXPECT_NEAR(g, w, kSummingTolerance * testing::max_abs(want) + 1e-6f) << "element " << i;
+      }
+    }
+    // Without an activation both pixels stay non-finite in all 24 output channels; a Clip keeps
+    // the NaN pixel and bounds the infinite one.
+    if (act.kind == Activation::Kind::kNone) EXPECT_EQ(non_finite, 2 * 24);
+    if (act.kind == Activation::Kind::kClip) EXPECT_EQ(non_finite, 24);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
