@@ -14,7 +14,7 @@ namespace {
 constexpr int64_t kBlock = 16;
 // Normalized input a thread keeps per tile: 256 KiB, a fraction of any AVX-512 core's L2.
 constexpr int64_t kTileBudgetFloats = 64 * 1024;
-// Tiles are cut in multiples of every register tile (6, 8, 12 pixels) where they are large.
+// Budget-sized tiles are multiples of 24 pixels, a multiple of every register tile (6, 8, 12).
 constexpr int64_t kTileQuantum = 24;
 
 int64_t ceil_div(int64_t a, int64_t b) {
@@ -31,6 +31,7 @@ int64_t choose_tile_pixels(const NormConv1x1Shape& s, int threads) {
   const int64_t balanced = 8 * static_cast<int64_t>(threads);
   while (tiles < s.pixels() && tiles * groups < balanced && (tiles * groups) % threads != 0)
     ++tiles;
+  // Balanced tiles round up to 6 pixels, the register tile of full 64-channel groups.
   int64_t tile = ceil_div(s.pixels(), tiles);
   if (tile > kTileQuantum) tile = std::min(s.pixels(), ceil_div(tile, 6) * 6);
   return tile;
