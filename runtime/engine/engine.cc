@@ -162,6 +162,8 @@ Status Engine::Plan::build(const EngineOptions& options) {
   element_type = options.element_type;
   data_type = engine_detail::data_type_of(element_type);
   element_bytes = engine_detail::element_bytes(element_type);
+  channel_block = engine_detail::native_channel_block();
+  summary.channel_block = static_cast<int>(channel_block);
   summary.element_type = element_type;
   fuse_norm_conv = options.fuse_norm_conv;
   summary.threads = threads;

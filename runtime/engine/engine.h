@@ -2,7 +2,8 @@
 // reuse for the rest) and runs every op through oneDNN primitives with JIT-compiled kernels,
 // except that a BatchNormalization read only by a 1x1 convolution (directly or through a 2x2
 // average pool) runs inside that convolution in densert's own kernel (NormConv1x1) on CPUs with
-// AVX-512. Activations use oneDNN's blocked channel layout (nChw16c). A plan covers one image;
+// AVX-512. Activations use oneDNN's blocked channel layout (nChw16c with AVX-512, nChw8c
+// below). A plan covers one image;
 // a batch runs the same plan once per image, which keeps every block-buffer slice a dense view.
 #pragma once
 
@@ -64,7 +65,7 @@ struct PlanSummary {
   int64_t concat_bytes_copied = 0;  // per image
   int64_t arena_bytes = 0;          // activation memory of one execution context
   int64_t weight_bytes = 0;
-  int channel_block = 16;
+  int channel_block = 16;  // 16 on CPUs with AVX-512, 8 below (or under ONEDNN_MAX_CPU_ISA)
   ElementType element_type = ElementType::kF32;
   int threads = 1;
   int reference_steps = 0;  // steps that fell back to the reference implementation

@@ -11,11 +11,18 @@
 namespace densert {
 namespace engine_detail {
 
-Placement blocked_placement(const Dims& dims) {
+int64_t native_channel_block() {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
+  return (isa & avx512) == avx512 ? 16 : 8;
+}
+
+Placement blocked_placement(const Dims& dims, int64_t block) {
   Placement p;
   p.blocked = true;
   p.dims = dims;
-  p.physical_channels = round_up(dims[1], kBlock);
+  p.block = block;
+  p.physical_channels = round_up(dims[1], block);
   for (int64_t c = 0; c < dims[1]; ++c)
     p.channel_map.push_back(c);
   return p;
@@ -30,7 +37,8 @@ memory::desc plain_desc(const Dims& dims, memory::data_type type) {
 
 memory::desc desc_of(const Placement& p, memory::data_type type) {
   if (p.blocked) {
-    return memory::desc({1, p.physical_channels, p.height(), p.width()}, type, Tag::nChw16c);
+    return memory::desc({1, p.physical_channels, p.height(), p.width()}, type,
+                        p.block == 16 ? Tag::nChw16c : Tag::nChw8c);
   }
   return plain_desc(p.dims, type);
 }
@@ -56,7 +64,7 @@ namespace {
 // Index of logical channel c at pixel hw (h * width + w) of a blocked placement.
 int64_t blocked_index(const Placement& p, int64_t c, int64_t hw) {
   const int64_t phys = p.channel_map[c];
-  return ((phys / kBlock) * p.height() * p.width() + hw) * kBlock + phys % kBlock;
+  return ((phys / p.block) * p.height() * p.width() + hw) * p.block + phys % p.block;
 }
 
 }  // namespace
@@ -94,7 +102,7 @@ void scatter(const Placement& p, ElementType type, const float* in, void* data) 
 }  // namespace engine_detail
 
 using engine_detail::blocked_placement;
-using engine_detail::kBlock;
+using engine_detail::round_up;
 
 Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
   const size_t count = graph.values.size();
@@ -104,13 +112,32 @@ Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
     if (!dims[v].empty()) placements[v].dims[0] = graph.values[v].is_constant() ? dims[v][0] : 1;
     placements[v].constant = graph.values[v].is_constant();
   }
+  // A 4-D input read only by convolutions is blocked when it has a channel block or more:
+  // oneDNN's JIT kernels take a plain src only for fewer channels (an image's 1 to 4), and
+  // loading the input converts it at no extra pass.
+  std::vector<bool> read_by_non_conv(count, false), read(count, false);
+  for (const Node& node : graph.nodes) {
+    for (ValueId in : node.inputs) {
+      if (in == kNoValue) continue;
+      read[in] = true;
+      read_by_non_conv[in] = read_by_non_conv[in] || node.op != OpType::kConv;
+    }
+  }
+  for (ValueId out : graph.outputs)
+    read_by_non_conv[out] = true;
+  for (ValueId in : graph.inputs) {
+    const Dims& d = placements[in].dims;
+    if (d.size() == 4 && d[1] >= channel_block && read[in] && !read_by_non_conv[in]) {
+      placements[in] = blocked_placement(d, channel_block);
+    }
+  }
   // Block buffers first: segments are padded one by one; views take the map of their prefix.
   for (const DenseBlock& block : graph.blocks) {
     std::vector<int64_t> map;
     int64_t physical = 0;
     for (ValueId segment : block.segments) {
       Placement& p = placements[segment];
-      p = blocked_placement(p.dims);
+      p = blocked_placement(p.dims, channel_block);
       for (int64_t c = 0; c < p.dims[1]; ++c)
         map.push_back(physical + c);
       physical += p.physical_channels;
@@ -118,9 +145,9 @@ Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
     for (ValueId view : block.views) {
       Placement& p = placements[view];
       const Dims logical = p.dims;
-      p = blocked_placement(logical);
+      p = blocked_placement(logical, channel_block);
       p.channel_map.assign(map.begin(), map.begin() + logical[1]);
-      p.physical_channels = logical[1] == 0 ? 0 : map[logical[1] - 1] / kBlock * kBlock + kBlock;
+      p.physical_channels = logical[1] == 0 ? 0 : round_up(map[logical[1] - 1] + 1, channel_block);
     }
   }
   // The rest follow their sources, in graph order, so a source's layout is known first.
@@ -132,7 +159,7 @@ Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
     const Dims logical = dst.dims;
     switch (node.op) {
       case OpType::kConv:
-        dst = blocked_placement(logical);
+        dst = blocked_placement(logical, channel_block);
         break;
       case OpType::kBatchNorm:
       case OpType::kRelu:
@@ -150,7 +177,7 @@ Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
         }
         break;
       case OpType::kConcat:
-        if (logical.size() == 4) dst = blocked_placement(logical);
+        if (logical.size() == 4) dst = blocked_placement(logical, channel_block);
         break;
       default:
         break;
@@ -175,7 +202,7 @@ Status Engine::Plan::plan_memory_requests() {
     int first = last_step;
     for (ValueId segment : block.segments) {
       Placement& p = placements[segment];
-      p.offset = elements;  // physical channels before it are whole blocks of H*W*16 elements
+      p.offset = elements;  // physical channels before it are whole blocks of H*W*block elements
       elements += p.elements();
       first = std::min(first, static_cast<int>(graph.value(segment).producer));
     }
@@ -202,7 +229,7 @@ Status Engine::Plan::plan_memory_requests() {
       if (alias) {
         p.request = placements[node.inputs[0]].request;
         p.offset = placements[node.inputs[0]].offset;
-      } else if (is_fused_norm(static_cast<NodeId>(n))) {
+      } else if (norm_fused[n]) {
         p.request = new_request(0, static_cast<int>(n));  // never written
       } else {
         p.request = new_request(p.elements(), static_cast<int>(n));
@@ -282,7 +309,8 @@ void Engine::Plan::find_norm_convs() {
     }
     return &graph.nodes[p];
   };
-  const bool cpu_ok = NormConv1x1::supported();
+  // The kernel works on nChw16c: a plan in 8-channel blocks (below AVX-512) has no use for it.
+  const bool cpu_ok = NormConv1x1::supported() && channel_block == 16;
   for (size_t n = 0; n < graph.nodes.size(); ++n) {
     const Node& conv = graph.nodes[n];
     if (conv.op != OpType::kConv) continue;
@@ -312,7 +340,8 @@ void Engine::Plan::find_norm_convs() {
     if (!src.blocked || src.dims.size() != 4 || !placements[conv.outputs[0]].blocked) {
       refused = "not in the blocked layout";
     } else if (!cpu_ok) {
-      refused = "the CPU has no AVX-512";
+      refused = "densert's kernel needs AVX-512 and 16-channel blocks, the plan has " +
+                std::to_string(channel_block);
     } else if (element_type != ElementType::kF32) {
       refused = std::string("densert's kernel computes in f32, the plan in ") +
                 element_type_name(element_type);

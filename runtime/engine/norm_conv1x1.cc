@@ -1,3 +1,5 @@
+// NormConv1x1 outside its loops: tile sizes, weight packing and the CPU check. The loops are in
+// norm_conv1x1_avx512.cc.
 #include "runtime/engine/norm_conv1x1.h"
 
 #include <algorithm>
@@ -5,6 +7,8 @@
 #include <cstring>
 #include <limits>
 #include <new>
+
+#include <oneapi/dnnl/dnnl.hpp>
 
 #include "runtime/engine/norm_conv1x1_avx512.h"
 
@@ -95,7 +99,10 @@ NormConv1x1::NormConv1x1(const NormConv1x1Shape& shape, const float* scale, cons
 }
 
 bool NormConv1x1::supported() {
-  return __builtin_cpu_supports("avx512f");
+  // oneDNN's effective ISA follows ONEDNN_MAX_CPU_ISA, so one setting caps both kernels.
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
+  return __builtin_cpu_supports("avx512f") && (isa & avx512) == avx512;
 }
 
 int64_t NormConv1x1::scratch_floats(int threads) const {

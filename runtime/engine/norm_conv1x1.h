@@ -43,7 +43,7 @@ class NormConv1x1 {
               const Activation& input_activation, const float* weights, const float* bias,
               const Activation& output_activation, int max_threads);
 
-  // True where the CPU runs this kernel (AVX-512 Foundation).
+  // True where the CPU runs this kernel (AVX-512) and oneDNN's ISA is not capped below it.
   static bool supported();
 
   // Floats of thread-local scratch that run() needs for `threads` threads.

@@ -1,7 +1,9 @@
 // The engine's plan, shared by the files that build and run it (not part of densert's API).
 //
-// A value lives in one of two layouts. Blocked values (4-D activations) use nChw16c with a
-// physical channel count rounded up to 16 and a map from logical to physical channels. Every
+// A value lives in one of two layouts. Blocked values (4-D activations) use oneDNN's blocked
+// channel layout: nChw16c on CPUs with AVX-512, nChw8c below (oneDNN's AVX2 and SSE4.1 kernels
+// take only 8-channel blocks and run 16-channel ones on its reference kernel). Their physical
+// channel count is rounded up to the block, with a map from logical to physical channels. Every
 // consumer's weights or parameters are expanded with zeros at the unused physical channels,
 // so whatever finite values those hold (zeros from the arena, or a Clip's floor) never reach
 // a result. Plain values use the logical row-major layout. Block buffers hold one segment per
@@ -29,7 +31,10 @@ namespace engine_detail {
 
 using dnnl::memory;
 using Tag = dnnl::memory::format_tag;
-constexpr int64_t kBlock = 16;
+
+// The channel block oneDNN's JIT kernels want on this CPU (16 or 8), after any cap that
+// ONEDNN_MAX_CPU_ISA sets.
+int64_t native_channel_block();
 
 inline int64_t round_up(int64_t x, int64_t m) {
   return (x + m - 1) / m * m;
@@ -40,7 +45,8 @@ struct Placement {
   int request = -1;                  // memory request that owns the bytes
   int64_t offset = 0;                // elements from the start of the request
   Dims dims;                         // logical dims of one image
-  int64_t physical_channels = 0;     // blocked only
+  int64_t block = 0;                 // blocked only: channels per block, 16 or 8
+  int64_t physical_channels = 0;     // blocked only: a multiple of block
   std::vector<int64_t> channel_map;  // blocked only: physical channel of each logical one
   bool constant = false;
 
@@ -52,7 +58,7 @@ struct Placement {
 };
 
 // A blocked placement of `dims` with channels in order, padded to the block.
-Placement blocked_placement(const Dims& dims);
+Placement blocked_placement(const Dims& dims, int64_t block);
 memory::desc plain_desc(const Dims& dims, memory::data_type type);
 // The dense oneDNN descriptor of one image of a placement.
 memory::desc desc_of(const Placement& p, memory::data_type type);
@@ -98,6 +104,7 @@ struct Engine::Plan {
   ElementType element_type = ElementType::kF32;
   memory::data_type data_type = memory::data_type::f32;
   int64_t element_bytes = 4;
+  int64_t channel_block = 16;            // of every blocked placement
   std::vector<int64_t> request_offsets;  // bytes, per memory request
   int64_t arena_bytes = 0;
   std::vector<memory> constants;
@@ -137,7 +144,6 @@ struct Engine::Plan {
   }
   memory::desc desc(ValueId v) const { return engine_detail::desc_of(placements[v], data_type); }
 
-  bool is_fused_norm(NodeId n) const { return norm_fused[n]; }
   // The activation the normalized input gets: the BatchNormalization's own or the node's.
   Activation norm_activation(const NormChain& chain) const;
   Expected<std::unique_ptr<Context>> make_context() const;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "runtime/engine/plan.h"
 #include "runtime/log.h"
@@ -13,7 +14,6 @@
 namespace densert {
 
 using engine_detail::desc_of;
-using engine_detail::kBlock;
 using engine_detail::plain_desc;
 using engine_detail::StepKind;
 using engine_detail::Tag;
@@ -27,6 +27,28 @@ double conv_flops(const Graph& graph, const Node& node, const std::vector<Dims>&
   const Dims& out = dims[node.outputs[0]];
   return 2.0 * static_cast<double>(out[1] * out[2] * out[3]) *
          static_cast<double>(w[1] * w[2] * w[3]);
+}
+
+// A convolution's weights and bias over physical channels: [dst][src][kh][kw] and [dst], zero
+// where either side is padding. A plain src keeps its logical channels.
+std::pair<Tensor, Tensor> expand_conv_weights(const Graph& graph, const Node& conv,
+                                              const Placement& src, const Placement& dst) {
+  const Tensor& weights = graph.constant(conv.inputs[1]);
+  const int64_t out_c = weights.dims[0], in_c = weights.dims[1];
+  const int64_t kh = weights.dims[2], kw = weights.dims[3];
+  const int64_t src_phys = src.blocked ? src.physical_channels : in_c;
+  Tensor expanded({dst.physical_channels, src_phys, kh, kw});
+  Tensor bias({dst.physical_channels});
+  for (int64_t o = 0; o < out_c; ++o) {
+    const int64_t po = dst.channel_map[o];
+    for (int64_t i = 0; i < in_c; ++i) {
+      const int64_t pi = src.blocked ? src.channel_map[i] : i;
+      std::copy_n(weights.data.begin() + (o * in_c + i) * kh * kw, kh * kw,
+                  expanded.data.begin() + (po * src_phys + pi) * kh * kw);
+    }
+    if (conv.inputs.size() > 2) bias.data[po] = graph.constant(conv.inputs[2]).data[o];
+  }
+  return {std::move(expanded), std::move(bias)};
 }
 
 // Attributes of every primitive: its scratchpad is memory of the execution context (so that
@@ -117,9 +139,8 @@ Status Engine::Plan::add_norm_conv(Step& step, const NormChain& chain, const Nod
   const Placement& dst = placements[conv.outputs[0]];
   const auto& norm_attrs = norm.attrs_as<BatchNormAttrs>();
   const auto& conv_attrs = conv.attrs_as<ConvAttrs>();
-  const Tensor& weights = graph.constant(conv.inputs[1]);
-  const int64_t out_c = weights.dims[0], in_c = weights.dims[1];
-  const int64_t src_phys = src.physical_channels, dst_phys = dst.physical_channels;
+  const int64_t in_c = graph.value(conv.inputs[1]).dims[1];
+  const int64_t src_phys = src.physical_channels;
   // y = x * scale + shift per physical channel; padding channels map to zero.
   std::vector<float> scale(src_phys, 0.0f), shift(src_phys, 0.0f);
   for (int64_t c = 0; c < in_c; ++c) {
@@ -131,25 +152,20 @@ Status Engine::Plan::add_norm_conv(Step& step, const NormChain& chain, const Nod
     scale[src.channel_map[c]] = a;
     shift[src.channel_map[c]] = beta - mean * a;
   }
-  std::vector<float> expanded(dst_phys * src_phys, 0.0f), bias(dst_phys, 0.0f);
-  for (int64_t o = 0; o < out_c; ++o) {
-    const int64_t po = dst.channel_map[o];
-    for (int64_t i = 0; i < in_c; ++i)
-      expanded[po * src_phys + src.channel_map[i]] = weights.data[o * in_c + i];
-    if (conv.inputs.size() > 2) bias[po] = graph.constant(conv.inputs[2]).data[o];
-  }
-  NormConv1x1Shape shape{src_phys, dst_phys, src.height(), src.width(), pool ? 2 : 1};
+  const auto [expanded, bias] = expand_conv_weights(graph, conv, src, dst);
+  // The kernel runs only on plans in 16-channel blocks (find_norm_convs): one lane mask a block.
   const auto lanes = [](const Placement& p) {
-    std::vector<uint16_t> lanes(static_cast<size_t>(p.physical_channels / kBlock), 0);
+    std::vector<uint16_t> lanes(static_cast<size_t>(p.physical_channels / 16), 0);
     for (int64_t phys : p.channel_map)
-      lanes[static_cast<size_t>(phys / kBlock)] |= static_cast<uint16_t>(1u << (phys % kBlock));
+      lanes[static_cast<size_t>(phys / 16)] |= static_cast<uint16_t>(1u << (phys % 16));
     return lanes;
   };
-  shape.in_lanes = lanes(src);
-  shape.out_lanes = lanes(dst);
-  step.norm_conv =
-      std::make_shared<NormConv1x1>(shape, scale.data(), shift.data(), norm_activation(chain),
-                                    expanded.data(), bias.data(), conv_attrs.activation, threads);
+  const NormConv1x1Shape shape{src_phys,    dst.physical_channels, src.height(),
+                               src.width(), pool ? 2 : 1,          lanes(src),
+                               lanes(dst)};
+  step.norm_conv = std::make_shared<NormConv1x1>(shape, scale.data(), shift.data(),
+                                                 norm_activation(chain), expanded.data.data(),
+                                                 bias.data.data(), conv_attrs.activation, threads);
   step.norm_src = norm.inputs[0];
   step.info.implementation = "densert_norm_conv1x1:avx512";
   step.info.flops = conv_flops(graph, conv, dims);
@@ -162,24 +178,9 @@ Status Engine::Plan::add_conv(Step& step, const Node& node, const std::vector<Di
   const auto& attrs = node.attrs_as<ConvAttrs>();
   const Placement& src = placements[node.inputs[0]];
   const Placement& dst = placements[node.outputs[0]];
-  const Tensor& weights = graph.constant(node.inputs[1]);
-  const int64_t out_c = weights.dims[0], in_c = weights.dims[1];
-  const int64_t kh = weights.dims[2], kw = weights.dims[3];
-  const int64_t src_phys = src.blocked ? src.physical_channels : in_c;
-  const int64_t dst_phys = dst.physical_channels;
-
-  // Weights and bias over physical channels, zero where either side is padding.
-  Tensor expanded({dst_phys, src_phys, kh, kw});
-  Tensor bias({dst_phys});
-  for (int64_t o = 0; o < out_c; ++o) {
-    const int64_t po = dst.channel_map[o];
-    for (int64_t i = 0; i < in_c; ++i) {
-      const int64_t pi = src.blocked ? src.channel_map[i] : i;
-      std::copy_n(weights.data.begin() + (o * in_c + i) * kh * kw, kh * kw,
-                  expanded.data.begin() + (po * src_phys + pi) * kh * kw);
-    }
-    if (node.inputs.size() > 2) bias.data[po] = graph.constant(node.inputs[2]).data[o];
-  }
+  const auto [expanded, bias] = expand_conv_weights(graph, node, src, dst);
+  const int64_t dst_phys = expanded.dims[0], src_phys = expanded.dims[1];
+  const int64_t kh = expanded.dims[2], kw = expanded.dims[3];
   const Window& w = attrs.window;
   const memory::desc weights_any({dst_phys, src_phys, kh, kw}, data_type, Tag::any);
   const memory::desc bias_desc({dst_phys}, memory::data_type::f32, Tag::a);  // f32 for any type

@@ -2,6 +2,7 @@
 // at batch 1 and 3, then small DenseNets built in code that must run with their dense blocks
 // in shared buffers, no Concat copies and no reference fallbacks.
 #include <gtest/gtest.h>
+#include <oneapi/dnnl/dnnl.hpp>
 
 #include <cmath>
 #include <functional>
@@ -43,6 +44,15 @@ std::shared_ptr<Engine> create_engine(const Graph& graph, const EngineOptions& o
     return nullptr;
   }
   return *engine;
+}
+
+// Options that keep the graph as built: every optimizer pass switched off.
+EngineOptions without_passes() {
+  EngineOptions options;
+  for (const PassInfo& pass : optimizer_passes()) {
+    options.optimize.disabled.insert(pass.name);
+  }
+  return options;
 }
 
 // Runs both executors on the same random batch and compares every output.
@@ -105,10 +115,7 @@ TEST_P(EngineOp, MatchesReferenceAtBatch1And3) {
   b.output(c.build(b, b.input("x", c.input)));
   // Without the passes the engine runs the op as the case wrote it: no BatchNorm folds into
   // the conv in front of it.
-  EngineOptions options;
-  for (const PassInfo& pass : optimizer_passes()) {
-    options.optimize.disabled.insert(pass.name);
-  }
+  EngineOptions options = without_passes();
   const std::shared_ptr<Engine> engine = create_engine(b.graph(), options);
   ASSERT_NE(engine, nullptr);
   if (c.fast) {
@@ -136,12 +143,12 @@ Window window(std::array<int64_t, 2> kernel, std::array<int64_t, 2> strides,
 
 // A single conv; `window` decides kernel, strides, pads and dilations.
 OpCase conv_case(std::string name, Dims input, int64_t out_channels, Window w, bool bias = true,
-                 Activation activation = {}, bool fast = true) {
+                 Activation activation = {}) {
   return {std::move(name), std::move(input),
           [=](GraphBuilder& b, ValueId x) {
             return b.conv("conv", x, out_channels, w, bias, activation);
           },
-          kSummingTolerance, fast};
+          kSummingTolerance};
 }
 
 // A conv with 12 output channels first, so the op under test reads the blocked layout with
@@ -175,10 +182,9 @@ std::vector<OpCase> conv_cases() {
                 Activation::clip(-0.25f, 0.5f)),
       conv_case("conv_out12", image, 12, square_window(3, 1, 1)),
       conv_case("conv_out20", image, 20, square_window(1)),
-      // Graph inputs stay plain NCHW; oneDNN 2.6 has JIT kernels for a plain src only below 16
-      // channels (first-layer convolutions), so this one runs on oneDNN's "ref:any".
-      conv_case("conv_plain_in20_out20", {kBatchDim, 20, 5, 5}, 20, square_window(3, 1, 1), true,
-                {}, false),
+      // oneDNN 2.6 has JIT kernels for a plain src only below one channel block (first-layer
+      // convolutions): an input of 20 channels is loaded into the blocked layout instead.
+      conv_case("conv_input_in20_out20", {kBatchDim, 20, 5, 5}, 20, square_window(3, 1, 1)),
       {"conv_blocked_in20_out20",
        {kBatchDim, 8, 5, 5},
        [](GraphBuilder& b, ValueId x) {
@@ -414,16 +420,21 @@ TEST(EngineDenseNet, BlocksRunWithoutCopiesOrFallbacks) {
   }
   EXPECT_TRUE(summary.refused_blocks.empty());
   ASSERT_EQ(summary.blocks.size(), 2u);
-  // Block 1: 24 channels padded to 32, then four segments of 12 padded to 16, at 8x8; five
-  // concat views (four layer inputs and the block output).
+  // Each segment is padded to the channel block on its own: 16 with AVX-512, 8 below.
+  const int64_t block = summary.channel_block;
+  ASSERT_TRUE(block == 16 || block == 8) << block;
+  const auto padded = [&](int64_t channels) { return (channels + block - 1) / block * block; };
+  // Block 1: 24 initial channels, then four segments of 12, at 8x8 (96 physical channels in
+  // 16-channel blocks, 88 in 8-channel ones); five concat views (four layer inputs and the
+  // block output).
   EXPECT_EQ(summary.blocks[0].channels, 72);
-  EXPECT_EQ(summary.blocks[0].physical_channels, 96);
+  EXPECT_EQ(summary.blocks[0].physical_channels, padded(24) + 4 * padded(12));
   EXPECT_EQ(summary.blocks[0].height, 8);
-  EXPECT_EQ(summary.blocks[0].bytes, 96 * 8 * 8 * 4);
+  EXPECT_EQ(summary.blocks[0].bytes, (padded(24) + 4 * padded(12)) * 8 * 8 * 4);
   EXPECT_EQ(summary.blocks[0].views, 5);
-  // Block 2: 36 channels padded to 48, three segments of 20 padded to 32, at 4x4.
+  // Block 2: 36 channels, three segments of 20, at 4x4 (144 or 112 physical channels).
   EXPECT_EQ(summary.blocks[1].channels, 96);
-  EXPECT_EQ(summary.blocks[1].physical_channels, 144);
+  EXPECT_EQ(summary.blocks[1].physical_channels, padded(36) + 3 * padded(20));
   EXPECT_EQ(summary.blocks[1].width, 4);
   EXPECT_EQ(summary.blocks[1].views, 3);
 
@@ -431,6 +442,27 @@ TEST(EngineDenseNet, BlocksRunWithoutCopiesOrFallbacks) {
     expect_engine_matches_reference(*engine, graph, batch, kSummingTolerance);
   }
   expect_rows_match_single_runs(*engine, graph, 3);
+}
+
+// oneDNN's AVX2 and SSE4.1 kernels take 8-channel blocks only, so the plan's block follows the
+// ISA oneDNN runs at (ONEDNN_MAX_CPU_ISA=AVX2 gives a CPU without AVX-512 here), and the
+// kernels chosen are JIT kernels of that ISA.
+TEST(EngineDenseNet, ChannelBlockFollowsTheIsa) {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
+  const bool has_avx512 = (isa & avx512) == avx512;
+  const std::shared_ptr<Engine> engine = create_engine(small_densenet());
+  ASSERT_NE(engine, nullptr);
+  const PlanSummary& summary = engine->summary();
+  EXPECT_EQ(summary.channel_block, has_avx512 ? 16 : 8);
+  int convolutions = 0;
+  for (const StepInfo& step : summary.steps) {
+    if (step.op != "Conv" || step.implementation.rfind("densert_", 0) == 0) continue;
+    ++convolutions;
+    EXPECT_EQ(step.implementation.find("avx512") != std::string::npos, has_avx512)
+        << step.node << " runs on " << step.implementation;
+  }
+  EXPECT_GT(convolutions, 0);
 }
 
 TEST(EngineDenseNet, WithoutDenseBlocksConcatsCopy) {
@@ -453,10 +485,7 @@ TEST(EngineDenseNet, WithoutDenseBlocksConcatsCopy) {
 
 TEST(EngineDenseNet, WithEveryPassDisabledOutputsMatch) {
   const Graph graph = small_densenet();
-  EngineOptions options;
-  for (const PassInfo& pass : optimizer_passes()) {
-    options.optimize.disabled.insert(pass.name);
-  }
+  EngineOptions options = without_passes();
   const std::shared_ptr<Engine> engine = create_engine(graph, options);
   ASSERT_NE(engine, nullptr);
 
@@ -532,13 +561,11 @@ Graph norm_conv_graph(const NormConvCase& c) {
 }
 
 TEST_P(EngineNormConv, FusedMatchesReferenceAndUnfused) {
-  if (!NormConv1x1::supported()) GTEST_SKIP() << "the CPU has no AVX-512";
+  if (!NormConv1x1::supported()) GTEST_SKIP() << "densert's AVX-512 kernel does not run here";
   const NormConvCase& c = GetParam();
   const Graph graph = norm_conv_graph(c);
-  EngineOptions options;  // the passes would fold nothing here; keep the graph as built
-  for (const PassInfo& pass : optimizer_passes()) {
-    options.optimize.disabled.insert(pass.name);
-  }
+  // The passes would fold nothing here; keep the graph as built.
+  EngineOptions options = without_passes();
   const std::shared_ptr<Engine> fused = create_engine(graph, options);
   options.fuse_norm_conv = false;
   const std::shared_ptr<Engine> unfused = create_engine(graph, options);
@@ -601,10 +628,7 @@ TEST(EngineNormConv, NormalizedValueWithTwoReadersIsNotFused) {
   b.output(b.conv("conv", normalized, 16, square_window(1)));
   b.output(normalized);
   const Graph graph = b.graph();
-  EngineOptions options;
-  for (const PassInfo& pass : optimizer_passes()) {
-    options.optimize.disabled.insert(pass.name);
-  }
+  EngineOptions options = without_passes();
   const std::shared_ptr<Engine> engine = create_engine(graph, options);
   ASSERT_NE(engine, nullptr);
   for (const StepInfo& step : engine->summary().steps) {
@@ -617,7 +641,7 @@ TEST(EngineNormConv, NormalizedValueWithTwoReadersIsNotFused) {
 // NaN and infinity pass through the fused kernel as through the reference: a ReLU sends NaN
 // to 0 (x > 0 ? x : 0), a Clip or no activation keeps it.
 TEST(EngineNormConv, NonFiniteInputsFollowTheReference) {
-  if (!NormConv1x1::supported()) GTEST_SKIP() << "the CPU has no AVX-512";
+  if (!NormConv1x1::supported()) GTEST_SKIP() << "densert's AVX-512 kernel does not run here";
   for (const Activation& act : {Activation{}, Activation::relu(), Activation::clip(-1.0f, 1.0f)}) {
     GraphBuilder b(23);
     const ValueId x = b.input("x", {kBatchDim, 3, 5, 5});
@@ -625,10 +649,7 @@ TEST(EngineNormConv, NonFiniteInputsFollowTheReference) {
     const ValueId features = b.conv("features", x, 20, square_window(1));
     b.output(b.conv("conv", b.batch_norm("norm", features, act), 24, square_window(1)));
     const Graph graph = b.graph();
-    EngineOptions options;
-    for (const PassInfo& pass : optimizer_passes()) {
-      options.optimize.disabled.insert(pass.name);
-    }
+    EngineOptions options = without_passes();
     const std::shared_ptr<Engine> engine = create_engine(graph, options);
     ASSERT_NE(engine, nullptr);
     ASSERT_EQ(engine->summary().steps.back().implementation, "densert_norm_conv1x1:avx512");
