@@ -287,14 +287,14 @@ Status Engine::run(ExecutionContext& context, int64_t batch, const float* const*
   };
 
   // A batch of at least as many images as threads runs one image per thread: small
-  // convolutions scale poorly across cores, whole images do not. Profiling keeps to one
-  // thread of images so that step times stay comparable.
-  const int64_t workers =
-      plan.batch_parallel && !profile ? std::min<int64_t>(plan.threads, batch) : 1;
-  if (workers <= 1) {
-    omp_set_num_threads(plan.threads);
-    DENSERT_RETURN_IF_ERROR(run_images(*ctx, 0, batch, profile ? &step_ms : nullptr));
-  } else {
+  // convolutions scale poorly across cores, whole images do not. Images left over after the
+  // last full round (the 3rd of 3 on two threads) run on every thread, so no core idles.
+  // Profiling keeps to one image at a time so that step times stay comparable.
+  const bool per_thread =
+      plan.batch_parallel && !profile && plan.threads > 1 && batch >= plan.threads;
+  const int64_t workers = per_thread ? plan.threads : 1;
+  const int64_t split = per_thread ? batch / workers * workers : 0;  // images run one per thread
+  if (split > 0) {
     while (static_cast<int64_t>(ctx->workers.size()) < workers - 1) {
       DENSERT_ASSIGN_OR_RETURN(std::unique_ptr<Plan::Context> extra, plan.make_context());
       ctx->workers.push_back(std::move(extra));
@@ -302,8 +302,8 @@ Status Engine::run(ExecutionContext& context, int64_t batch, const float* const*
     std::vector<Status> results(static_cast<size_t>(workers));
     std::vector<std::thread> threads;
     for (int64_t w = 0; w < workers; ++w) {
-      const int64_t first = batch * w / workers;
-      const int64_t count = batch * (w + 1) / workers - first;
+      const int64_t first = split * w / workers;
+      const int64_t count = split * (w + 1) / workers - first;
       Plan::Context& worker = w == 0 ? *ctx : *ctx->workers[static_cast<size_t>(w - 1)];
       threads.emplace_back([&, first, count, w] {
         omp_set_num_threads(1);
@@ -314,6 +314,10 @@ Status Engine::run(ExecutionContext& context, int64_t batch, const float* const*
       thread.join();
     for (const Status& result : results)
       DENSERT_RETURN_IF_ERROR(result);
+  }
+  if (split < batch) {
+    omp_set_num_threads(plan.threads);
+    DENSERT_RETURN_IF_ERROR(run_images(*ctx, split, batch - split, profile ? &step_ms : nullptr));
   }
   if (step_ms_out) {
     step_ms_out->resize(plan.steps.size(), 0.0);

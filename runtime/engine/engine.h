@@ -27,7 +27,7 @@ struct EngineOptions {
   int threads = 0;  // 0: the number of physical cores
   ElementType element_type = ElementType::kF32;
   // Batches of at least `threads` images run one image per thread instead of every thread
-  // on each image in turn.
+  // on each image in turn; the images left over after the last full round use every thread.
   bool batch_parallel = true;
   // Lets large 3x3 convolutions use oneDNN's Winograd kernel; off gives direct kernels only.
   bool winograd = true;
