@@ -48,7 +48,7 @@ int print_plan(const Graph& graph, int64_t batch) {
   std::map<std::string, int> kernels;
   for (const StepInfo& step : summary.steps)
     ++kernels[step.op + " " + step.implementation];
-  std::printf("kernels (%zu steps, %d on the reference implementation):\n", summary.steps.size(),
+  std::printf("kernels (%zu steps, %d on reference kernels):\n", summary.steps.size(),
               summary.reference_steps);
   for (const auto& [kernel, count] : kernels)
     std::printf("  %-50s %d\n", kernel.c_str(), count);

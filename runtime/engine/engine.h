@@ -68,7 +68,9 @@ struct PlanSummary {
   int channel_block = 16;  // 16 on CPUs with AVX-512, 8 below (or under ONEDNN_MAX_CPU_ISA)
   ElementType element_type = ElementType::kF32;
   int threads = 1;
-  int reference_steps = 0;  // steps that fell back to the reference implementation
+  // Steps on a reference implementation: densert's, or oneDNN's ("ref:any") where it has no
+  // JIT kernel for the case.
+  int reference_steps = 0;
 };
 
 // Activation memory for one run at a time: a thread that runs often keeps its own.

@@ -112,22 +112,37 @@ Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
     if (!dims[v].empty()) placements[v].dims[0] = graph.values[v].is_constant() ? dims[v][0] : 1;
     placements[v].constant = graph.values[v].is_constant();
   }
-  // A 4-D input read only by convolutions is blocked when it has a channel block or more:
-  // oneDNN's JIT kernels take a plain src only for fewer channels (an image's 1 to 4), and
-  // loading the input converts it at no extra pass.
-  std::vector<bool> read_by_non_conv(count, false), read(count, false);
+  // A 4-D input that convolutions read is blocked when it has a channel block or more: oneDNN's
+  // JIT kernels take a plain src only for fewer channels (an image's 1 to 4), and loading the
+  // input converts it at no extra pass. Its other readers must take the blocked layout too.
+  const auto takes_blocked = [](OpType op) {
+    switch (op) {
+      case OpType::kConv:
+      case OpType::kBatchNorm:
+      case OpType::kRelu:
+      case OpType::kClip:
+      case OpType::kMaxPool:
+      case OpType::kAveragePool:
+      case OpType::kGlobalAveragePool:
+      case OpType::kConcat:
+      case OpType::kFlatten:
+      case OpType::kReshape:
+        return true;
+      default:
+        return false;
+    }
+  };
+  std::vector<bool> read_by_conv(count, false), read_by_other(count, false);
   for (const Node& node : graph.nodes) {
     for (ValueId in : node.inputs) {
       if (in == kNoValue) continue;
-      read[in] = true;
-      read_by_non_conv[in] = read_by_non_conv[in] || node.op != OpType::kConv;
+      read_by_conv[in] = read_by_conv[in] || node.op == OpType::kConv;
+      read_by_other[in] = read_by_other[in] || !takes_blocked(node.op);
     }
   }
-  for (ValueId out : graph.outputs)
-    read_by_non_conv[out] = true;
   for (ValueId in : graph.inputs) {
     const Dims& d = placements[in].dims;
-    if (d.size() == 4 && d[1] >= channel_block && read[in] && !read_by_non_conv[in]) {
+    if (d.size() == 4 && d[1] >= channel_block && read_by_conv[in] && !read_by_other[in]) {
       placements[in] = blocked_placement(d, channel_block);
     }
   }

@@ -458,6 +458,12 @@ Status Engine::Plan::build_steps(const std::vector<Dims>& dims) {
           }
           DENSERT_RETURN_IF_ERROR(status);
           if (reason.empty()) step.kind = StepKind::kPrimitive;
+          // oneDNN's own reference kernels ("ref:any") are as slow as densert's: count them.
+          if (step.kind == StepKind::kPrimitive && step.info.implementation.rfind("ref", 0) == 0) {
+            ++summary.reference_steps;
+            DENSERT_LOG(kDispatch) << node.describe() << ": oneDNN has only its reference kernel "
+                                   << step.info.implementation << " for this case";
+          }
         } catch (const dnnl::error& e) {
           reason = std::string("oneDNN refused: ") + e.what();
         }
