@@ -3,6 +3,7 @@
 // run on activations.
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -36,6 +37,9 @@ struct Known {
   Dims dims;
   std::vector<double> data;
   bool is_int = false;
+  // Some elements are kSymbolicBatch: this came from a Shape of a batched value. Elsewhere a
+  // NaN is a plain float value (a weight may hold one).
+  bool batch_sized = false;
   std::shared_ptr<const Tensor> weights;
 
   bool has_values() const { return weights == nullptr; }
@@ -286,7 +290,7 @@ Expected<ValueId> Lowering::value_of(const std::string& name, const std::string&
   if (auto it = constant_values_.find(name); it != constant_values_.end()) return it->second;
   if (const Known* k = known(name)) {
     for (double v : k->data) {
-      if (std::isnan(v)) {
+      if (k->batch_sized && std::isnan(v)) {
         return Status::unsupported("node \"" + node_name + "\": input \"" + name +
                                    "\" is a shape that depends on the batch size");
       }
@@ -743,6 +747,7 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
     k.is_int = true;
     for (int64_t d = start; d < end; ++d) {
       k.data.push_back(a[d] == b[d] ? static_cast<double>(a[d]) : kSymbolicBatch);
+      k.batch_sized = k.batch_sized || a[d] != b[d];
     }
     k.dims = {end - start};
     known_[node.output(0)] = std::move(k);
@@ -766,6 +771,10 @@ Status Lowering::lower_node(const onnx::NodeProto& node, int index) {
       attrs[a.name()] = &a;
     DENSERT_ASSIGN_OR_RETURN(std::optional<Known> out, fold_known(node, in, attrs));
     if (out) {
+      const bool batch_sized_input =
+          std::any_of(in.begin(), in.end(), [](const Known* k) { return k && k->batch_sized; });
+      out->batch_sized = batch_sized_input && std::any_of(out->data.begin(), out->data.end(),
+                                                          [](double v) { return std::isnan(v); });
       known_[node.output(0)] = std::move(*out);
       return {};
     }

@@ -74,6 +74,10 @@ Status inline_external_data(onnx::TensorProto& tensor, const std::string& dir) {
                                 "\" needs the model's folder, but the model came from memory");
   }
   const std::filesystem::path path = std::filesystem::path(dir) / relative;
+  std::error_code error;
+  if (std::filesystem::exists(path, error) && !std::filesystem::is_regular_file(path, error)) {
+    return Status::invalid_model(what + " " + path.string() + " is not a file");
+  }
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   if (!file) return Status::invalid_model(what + " file " + path.string() + " cannot be opened");
   const int64_t file_size = static_cast<int64_t>(file.tellg());
@@ -103,12 +107,46 @@ Status check_graph_outputs(const onnx::GraphProto& graph) {
     defined.insert(init.name());
   for (const auto& node : graph.node())
     defined.insert(node.output().begin(), node.output().end());
+  if (graph.output_size() == 0) return Status::invalid_model("graph has no outputs");
   for (const auto& output : graph.output()) {
     if (!defined.count(output.name())) {
       return Status::invalid_model("graph output \"" + output.name() +
                                    "\" is not produced by any node, input or initializer");
     }
   }
+  return {};
+}
+
+// `node "conv_1" (Conv)` for nodes of the ONNX graph, named by position when unnamed.
+std::string describe_onnx_node(const onnx::NodeProto& node, int index) {
+  const std::string name =
+      node.name().empty() ? node.op_type() + "_" + std::to_string(index) : node.name();
+  return "node \"" + name + "\" (" + node.op_type() + ")";
+}
+
+// ONNX 1.12's shape inference keeps dims in 32 bits in places: larger declared dims come out
+// wrapped (4294967304 as 8). densert refuses them before they reach it.
+Status check_declared_dims(const onnx::GraphProto& graph) {
+  constexpr int64_t kLargestDim = std::numeric_limits<int32_t>::max();
+  const auto check = [&](const onnx::ValueInfoProto& info) -> Status {
+    if (!info.type().tensor_type().has_shape()) return {};
+    const auto& shape = info.type().tensor_type().shape();
+    for (int d = 0; d < shape.dim_size(); ++d) {
+      if (shape.dim(d).has_dim_value() && shape.dim(d).dim_value() > kLargestDim) {
+        return Status::invalid_model("tensor \"" + info.name() + "\" has dim " + std::to_string(d) +
+                                     " of size " + std::to_string(shape.dim(d).dim_value()) +
+                                     ", more than densert supports (" +
+                                     std::to_string(kLargestDim) + ")");
+      }
+    }
+    return {};
+  };
+  for (const auto& info : graph.input())
+    DENSERT_RETURN_IF_ERROR(check(info));
+  for (const auto& info : graph.output())
+    DENSERT_RETURN_IF_ERROR(check(info));
+  for (const auto& info : graph.value_info())
+    DENSERT_RETURN_IF_ERROR(check(info));
   return {};
 }
 
@@ -123,13 +161,80 @@ Status check_op_domains(const onnx::ModelProto& model) {
       for (const auto& entry : model.opset_import()) {
         if (entry.domain() == domain) domain_opset = entry.version();
       }
-      const std::string name =
-          node.name().empty() ? node.op_type() + "_" + std::to_string(index) : node.name();
-      return Status::unsupported(
-          "node \"" + name + "\" (" + node.op_type() + "): op " + node.op_type() + " of domain \"" +
-          domain + "\" is not supported (opset " + std::to_string(domain_opset) + ")");
+      return Status::unsupported(describe_onnx_node(node, index) + ": op " + node.op_type() +
+                                 " of domain \"" + domain + "\" is not supported (opset " +
+                                 std::to_string(domain_opset) + ")");
     }
     ++index;
+  }
+  return {};
+}
+
+// ONNX 1.12's shape inference for convolutions and pools divides by the strides and indexes
+// the input's dims by the kernel's rank without checking either, so a malformed model would
+// crash it. What it takes on trust is checked here first, from the attributes and from every
+// rank the graph declares (inputs, initializers, value_info).
+// TODO: a Conv whose input rank only shape inference learns (the output of a Reshape, say) and
+// differs from its weights' rank still reaches ONNX's inference unchecked.
+Status check_window_ops(const onnx::GraphProto& graph) {
+  std::map<std::string, int> ranks;
+  const auto declare = [&](const onnx::ValueInfoProto& info) {
+    if (info.type().tensor_type().has_shape()) {
+      ranks[info.name()] = info.type().tensor_type().shape().dim_size();
+    }
+  };
+  for (const auto& input : graph.input())
+    declare(input);
+  for (const auto& info : graph.value_info())
+    declare(info);
+  for (const auto& init : graph.initializer())
+    ranks[init.name()] = init.dims_size();
+
+  int index = -1;
+  for (const auto& node : graph.node()) {
+    ++index;
+    const std::string& op = node.op_type();
+    const bool conv = op == "Conv" || op == "ConvTranspose";
+    if (!conv && op != "MaxPool" && op != "AveragePool" && op != "LpPool") continue;
+    const std::string where = describe_onnx_node(node, index);
+
+    // Spatial dims, from the input or else the weights; -1 where the graph does not say.
+    int64_t spatial = -1;
+    if (node.input_size() > 0 && ranks.count(node.input(0))) {
+      const int rank = ranks[node.input(0)];
+      if (rank < 3) {
+        return Status::invalid_model(where + ": input \"" + node.input(0) + "\" has " +
+                                     std::to_string(rank) + " dims, expected at least 3");
+      }
+      spatial = rank - 2;
+    }
+    if (conv && node.input_size() > 1 && ranks.count(node.input(1))) {
+      const int rank = ranks[node.input(1)];
+      if (rank < 3 || (spatial >= 0 && rank - 2 != spatial)) {
+        return Status::invalid_model(where + ": weights \"" + node.input(1) + "\" have " +
+                                     std::to_string(rank) + " dims, expected " +
+                                     (spatial >= 0 ? std::to_string(spatial + 2) : "at least 3"));
+      }
+      spatial = rank - 2;
+    }
+    for (const auto& attr : node.attribute()) {
+      const std::string& name = attr.name();
+      const bool window = name == "strides" || name == "dilations" || name == "kernel_shape";
+      if (!window && name != "pads") continue;
+      if (spatial < 0 && name == "kernel_shape") spatial = attr.ints_size();
+      const int64_t expected = name == "pads" ? 2 * spatial : spatial;
+      if (spatial >= 0 && attr.ints_size() != expected) {
+        return Status::invalid_model(where + ": attribute " + name + " has " +
+                                     std::to_string(attr.ints_size()) + " values, expected " +
+                                     std::to_string(expected));
+      }
+      for (int64_t value : attr.ints()) {
+        if (window && value <= 0) {
+          return Status::invalid_model(where + ": attribute " + name + " holds " +
+                                       std::to_string(value) + ", expected a positive value");
+        }
+      }
+    }
   }
   return {};
 }
@@ -234,6 +339,8 @@ Status prepare_onnx_model(LoadedModel& loaded, const std::string& external_data_
   }
   DENSERT_RETURN_IF_ERROR(check_graph_outputs(model.graph()));
   DENSERT_RETURN_IF_ERROR(check_op_domains(model));
+  DENSERT_RETURN_IF_ERROR(check_declared_dims(model.graph()));
+  DENSERT_RETURN_IF_ERROR(check_window_ops(model.graph()));
 
   WeightsSetAside weights(model);
   if (loaded.original_opset < kCanonicalOpset) {

@@ -2,6 +2,7 @@
 #include "runtime/npy.h"
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -34,6 +35,10 @@ void convert(const char* bytes, Tensor& tensor) {
 }  // namespace
 
 Expected<Tensor> read_npy(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    return Status::bad_argument(path + ": is a folder, not a .npy file");
+  }
   std::ifstream file(path, std::ios::binary);
   if (!file) return Status::bad_argument(path + ": cannot open .npy file");
   const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());

@@ -198,6 +198,21 @@ Status Engine::Plan::build(const EngineOptions& options) {
   }
 
   DENSERT_ASSIGN_OR_RETURN(std::vector<Dims> dims, infer_shapes(graph, 1));
+  if (symbolic) {
+    // A reshape can fold the batch into another dim (a target of [-1], say) while its declared
+    // shape still leads with N: shapes at two batch sizes tell.
+    DENSERT_ASSIGN_OR_RETURN(std::vector<Dims> dims2, infer_shapes(graph, 2));
+    for (size_t v = 0; v < dims.size(); ++v) {
+      const Dims& one = dims[v];
+      const Dims& two = dims2[v];
+      if (graph.values[v].is_constant() || one.empty()) continue;
+      if (one[0] != 1 || two[0] != 2 || !std::equal(one.begin() + 1, one.end(), two.begin() + 1)) {
+        return Status::unsupported("value \"" + graph.values[v].name + "\" has shape " +
+                                   dims_to_string(one) + " at batch 1 and " + dims_to_string(two) +
+                                   " at batch 2: it does not keep the batch as its first dim");
+      }
+    }
+  }
   DENSERT_RETURN_IF_ERROR(plan_layouts(dims));
   find_norm_convs();
   DENSERT_RETURN_IF_ERROR(plan_memory_requests());

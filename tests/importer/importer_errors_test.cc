@@ -5,7 +5,10 @@
 #include <onnx/onnx_pb.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <functional>
+#include <limits>
 #include <map>
 #include <random>
 #include <string>
@@ -522,6 +525,92 @@ TEST(ImporterGraph, OutputNobodyProduces) {
   }
 }
 
+TEST(ImporterGraph, NoOutputs) {
+  onnx::ModelProto model = tiny_model();
+  model.mutable_graph()->mutable_output()->Clear();
+  expect_error(import_model(model), ErrorKind::kInvalidModel, "graph has no outputs");
+}
+
+// ONNX 1.12's shape inference divides by strides and indexes dims by the kernel's rank
+// unchecked: these would crash it, so densert refuses them first.
+TEST(ImporterGraph, WindowAttributesONNXWouldTrustAreChecked) {
+  struct Case {
+    const char* name;
+    std::function<void(onnx::ModelProto&)> corrupt;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"zero conv stride",
+       [](onnx::ModelProto& m) {
+         set_ints(find_node(m, "conv"), "strides", {0, 0});
+       },
+       R"(node "conv" (Conv): attribute strides holds 0, expected a positive value)"},
+      {"negative dilation",
+       [](onnx::ModelProto& m) {
+         set_ints(find_node(m, "conv"), "dilations", {1, -1});
+       },
+       R"(node "conv" (Conv): attribute dilations holds -1, expected a positive value)"},
+      {"three strides for two spatial dims",
+       [](onnx::ModelProto& m) {
+         set_ints(find_node(m, "conv"), "strides", {1, 1, 1});
+       },
+       R"(node "conv" (Conv): attribute strides has 3 values, expected 2)"},
+      {"pads of the wrong length",
+       [](onnx::ModelProto& m) {
+         set_ints(find_node(m, "conv"), "pads", {1, 1});
+       },
+       R"(node "conv" (Conv): attribute pads has 2 values, expected 4)"},
+      {"weights of rank 5", [](onnx::ModelProto& m) { find_initializer(m, "w")->add_dims(1); },
+       R"(node "conv" (Conv): weights "w" have 5 dims, expected 4)"},
+      {"zero pool stride",
+       [](onnx::ModelProto& m) {
+         find_node(m, "relu")->set_output(0, "relu_raw");
+         auto* pool =
+             add_node(m.mutable_graph(), "AveragePool", "pool", {"relu_raw"}, {"relu_out"});
+         set_ints(pool, "kernel_shape", {1, 1});
+         set_ints(pool, "strides", {0, 1});
+         reorder(m, {"conv", "relu", "pool", "gap", "flatten", "fc"});
+       },
+       R"(node "pool" (AveragePool): attribute strides holds 0, expected a positive value)"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    onnx::ModelProto model = tiny_model();
+    c.corrupt(model);
+    expect_error(import_model(model), ErrorKind::kInvalidModel, c.message);
+  }
+}
+
+// ONNX's inference would wrap a dim above 2^31 - 1 (4294967304 comes out as 8).
+TEST(ImporterGraph, DimsAboveInt32AreRefused) {
+  onnx::ModelProto model = tiny_model();
+  model.mutable_graph()
+      ->mutable_input(0)
+      ->mutable_type()
+      ->mutable_tensor_type()
+      ->mutable_shape()
+      ->mutable_dim(2)
+      ->set_dim_value(4294967304);
+  expect_error(import_model(model), ErrorKind::kInvalidModel,
+               R"(tensor "x" has dim 2 of size 4294967304, more than densert supports)"
+               " (2147483647)");
+}
+
+// A NaN in a small weight tensor is a value like any other, not a shape that depends on the
+// batch (which the importer marks with NaN inside folded shapes).
+TEST(ImporterTensors, NaNWeightsLoadAndPropagate) {
+  onnx::ModelProto model = tiny_model();
+  find_initializer(model, "fc_b")->set_float_data(1, std::numeric_limits<float>::quiet_NaN());
+  Expected<Graph> graph = import_model(model);
+  ASSERT_TRUE(graph.ok()) << graph.status().to_string();
+  const Tensor y = run_single_output(*graph, two_channel_constant_images());
+  ASSERT_EQ(y.data.size(), 6u);
+  // Class 1 of both images adds the NaN bias; the other classes keep their values.
+  for (size_t i : {0u, 2u, 3u, 5u})
+    EXPECT_EQ(y.data[i], kExpectedLogits[i]) << i;
+  EXPECT_TRUE(std::isnan(y.data[1]) && std::isnan(y.data[4]));
+}
+
 // The checker names the node on a later line of its message; it must survive.
 TEST(ImporterGraph, MisspelledAttributeNamesTheNode) {
   onnx::ModelProto model = tiny_model();
@@ -735,6 +824,14 @@ TEST(ImporterExternalData, FileTooShort) {
                ErrorKind::kInvalidModel,
                R"(initializer "w": external data range [0, +216) exceeds )" +
                    dir.file("weights.bin") + " of 100 bytes");
+}
+
+TEST(ImporterExternalData, LocationIsAFolder) {
+  testing::TempDir dir;
+  std::filesystem::create_directory(dir.file("data"));
+  expect_error(import_model(model_with_external_weights("data", 0), dir.path()),
+               ErrorKind::kInvalidModel,
+               R"(initializer "w": external data )" + dir.file("data") + " is not a file");
 }
 
 TEST(ImporterExternalData, MalformedOffset) {

@@ -406,6 +406,28 @@ Graph small_densenet() {
   return b.graph();
 }
 
+// A plan runs image by image, so a value must keep the batch as its first dim. A reshape to
+// [-1] folds it into the only dim while the declared shape still reads [N]; the reference
+// executor runs such a graph, the engine refuses it.
+TEST(EnginePlan, ReshapeThatFoldsTheBatchIsRefused) {
+  GraphBuilder b(3);
+  const ValueId x = b.input("x", {kBatchDim, 3, 4, 4});
+  ReshapeAttrs flat;
+  flat.shape = {-1};
+  b.output(b.add(OpType::kReshape, "flat", {b.relu("relu", x)}, flat));
+  Expected<std::shared_ptr<Engine>> engine = Engine::create(b.graph());
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().kind(), ErrorKind::kUnsupported);
+  EXPECT_EQ(engine.status().message(),
+            "value \"flat\" has shape [48] at batch 1 and [96] at batch 2: it does not keep the "
+            "batch as its first dim");
+
+  Expected<std::vector<Tensor>> reference =
+      run_reference(b.graph(), {testing::random_tensor({2, 3, 4, 4}, 1)});
+  ASSERT_TRUE(reference.ok()) << reference.status().to_string();
+  EXPECT_EQ(dims_to_string(reference->at(0).dims), "[96]");
+}
+
 TEST(EngineDenseNet, BlocksRunWithoutCopiesOrFallbacks) {
   const Graph graph = small_densenet();
   const std::shared_ptr<Engine> engine = create_engine(graph);

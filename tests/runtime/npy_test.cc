@@ -227,6 +227,14 @@ TEST(Npy, MissingFile) {
   EXPECT_EQ(tensor.status().message(), path + ": cannot open .npy file");
 }
 
+TEST(Npy, FolderIsNotAFile) {
+  testing::TempDir dir;
+  Expected<Tensor> tensor = read_npy(dir.path());
+  ASSERT_FALSE(tensor.ok());
+  EXPECT_EQ(tensor.status().kind(), ErrorKind::kBadArgument);
+  EXPECT_EQ(tensor.status().message(), dir.path() + ": is a folder, not a .npy file");
+}
+
 TEST(Npy, WriteIntoMissingFolder) {
   testing::TempDir dir;
   const std::string path = dir.file("no/such/folder/out.npy");
