@@ -19,7 +19,8 @@ struct densert_model {
   std::shared_ptr<densert::Engine> engine;
   std::vector<std::string> input_names, output_names;
   std::vector<densert::Dims> input_dims, output_dims;
-  std::vector<std::string> labels;
+  // Bad label or preprocessing metadata fails only the calls that need it: the model still runs.
+  densert::Expected<std::vector<std::string>> labels = std::vector<std::string>{};
   densert::Expected<densert::Preprocessing> preprocessing = densert::Status::internal("unset");
   int64_t max_batch = 0;
 };
@@ -58,7 +59,9 @@ densert_status bad_argument(const char* function, const std::string& what) {
   return fail(densert::Status::bad_argument(std::string(function) + ": " + what));
 }
 
-// Runs body, turning any escaping exception into DENSERT_INTERNAL_ERROR.
+// Every entry point that returns a status runs through here: the message is cleared first, so
+// a successful call leaves densert_last_error() "", and any escaping exception becomes
+// DENSERT_INTERNAL_ERROR.
 template <typename Body>
 densert_status guarded(Body body) {
   try {
@@ -94,8 +97,10 @@ densert_status finish_load(densert::Expected<densert::Graph> graph, const denser
     if (dims.size() > DENSERT_MAX_DIMS)
       return fail(densert::Status::unsupported("input rank exceeds DENSERT_MAX_DIMS"));
   }
-  auto labels = densert::labels_from_metadata(graph->metadata);
-  if (labels.ok()) model->labels = *labels;
+  const int64_t classes = model->output_dims.empty() || model->output_dims[0].empty()
+                              ? 0
+                              : model->output_dims[0].back();
+  model->labels = densert::labels_from_metadata(graph->metadata, classes);
   model->preprocessing =
       densert::preprocessing_from_metadata(graph->metadata, model->input_dims[0]);
   model->max_batch = options->max_batch;
@@ -150,29 +155,41 @@ void densert_options_destroy(densert_options* options) {
 }
 
 densert_status densert_options_set_threads(densert_options* options, int threads) {
-  if (!options) return bad_argument(__func__, "options is null");
-  if (threads < 0)
-    return bad_argument(__func__, "threads " + std::to_string(threads) + " is negative");
-  options->threads = threads;
-  return DENSERT_OK;
+  const char* fn = __func__;
+  return guarded([&] {
+    if (!options) return bad_argument(fn, "options is null");
+    if (threads < 0 || threads > DENSERT_MAX_THREADS) {
+      return bad_argument(fn, "threads " + std::to_string(threads) + " is outside 0 to " +
+                                  std::to_string(DENSERT_MAX_THREADS));
+    }
+    options->threads = threads;
+    return DENSERT_OK;
+  });
 }
 
 densert_status densert_options_set_precision(densert_options* options,
                                              densert_precision precision) {
-  if (!options) return bad_argument(__func__, "options is null");
-  if (precision != DENSERT_PRECISION_F32) {
-    return fail(densert::Status::unsupported("precision " + std::to_string(precision) +
-                                             " is not available; use f32"));
-  }
-  options->precision = precision;
-  return DENSERT_OK;
+  const char* fn = __func__;
+  return guarded([&] {
+    if (!options) return bad_argument(fn, "options is null");
+    if (precision != DENSERT_PRECISION_F32) {
+      return fail(densert::Status::unsupported("precision " + std::to_string(precision) +
+                                               " is not available; use f32"));
+    }
+    options->precision = precision;
+    return DENSERT_OK;
+  });
 }
 
 densert_status densert_options_set_max_batch(densert_options* options, int64_t max_batch) {
-  if (!options) return bad_argument(__func__, "options is null");
-  if (max_batch < 0) return bad_argument(__func__, "max_batch is negative");
-  options->max_batch = max_batch;
-  return DENSERT_OK;
+  const char* fn = __func__;
+  return guarded([&] {
+    if (!options) return bad_argument(fn, "options is null");
+    if (max_batch < 0)
+      return bad_argument(fn, "max_batch " + std::to_string(max_batch) + " is negative");
+    options->max_batch = max_batch;
+    return DENSERT_OK;
+  });
 }
 
 densert_status densert_model_load_file(const char* path, const densert_options* options,
@@ -210,22 +227,33 @@ size_t densert_model_output_count(const densert_model* model) {
 
 densert_status densert_model_input_info(const densert_model* model, size_t index,
                                         densert_tensor_info* info) {
-  if (!model) return bad_argument(__func__, "model is null");
-  return tensor_info(model->input_names, model->input_dims, index, info, __func__);
+  const char* fn = __func__;
+  return guarded([&] {
+    if (!model) return bad_argument(fn, "model is null");
+    return tensor_info(model->input_names, model->input_dims, index, info, fn);
+  });
 }
 
 densert_status densert_model_output_info(const densert_model* model, size_t index,
                                          densert_tensor_info* info) {
-  if (!model) return bad_argument(__func__, "model is null");
-  return tensor_info(model->output_names, model->output_dims, index, info, __func__);
+  const char* fn = __func__;
+  return guarded([&] {
+    if (!model) return bad_argument(fn, "model is null");
+    return tensor_info(model->output_names, model->output_dims, index, info, fn);
+  });
 }
 
 densert_status densert_model_label(const densert_model* model, int64_t index, const char** label) {
-  if (!model || !label) return bad_argument(__func__, "model and label must not be null");
-  *label = nullptr;
-  if (index < 0) return bad_argument(__func__, "index is negative");
-  if (index < static_cast<int64_t>(model->labels.size())) *label = model->labels[index].c_str();
-  return DENSERT_OK;
+  const char* fn = __func__;
+  return guarded([&] {
+    if (!model || !label) return bad_argument(fn, "model and label must not be null");
+    *label = nullptr;
+    if (index < 0) return bad_argument(fn, "index " + std::to_string(index) + " is negative");
+    if (!model->labels.ok()) return fail(model->labels.status());
+    const std::vector<std::string>& labels = *model->labels;
+    if (index < static_cast<int64_t>(labels.size())) *label = labels[index].c_str();
+    return DENSERT_OK;
+  });
 }
 
 densert_status densert_context_create(const densert_model* model, densert_context** context) {

@@ -176,12 +176,11 @@ Command add_bench_command(CLI::App& app) {
   auto options = std::make_shared<BenchOptions>();
   CLI::App* sub = app.add_subcommand("bench", "Measure a model's latency and throughput");
   sub->add_option("--model,-m", options->model, "ONNX model file")->required();
-  sub->add_option("--batch", options->batch, "Images per run")->check(CLI::PositiveNumber);
+  sub->add_option("--batch", options->batch, "Images per run")->check(at_least(1));
   sub->add_option("--threads", options->threads, "Threads (default: physical cores)")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_option("--warmup", options->warmup, "Untimed runs first")->check(CLI::NonNegativeNumber);
-  auto* iters =
-      sub->add_option("--iters", options->iters, "Timed runs")->check(CLI::PositiveNumber);
+      ->check(thread_count());
+  sub->add_option("--warmup", options->warmup, "Untimed runs first")->check(at_least(0));
+  auto* iters = sub->add_option("--iters", options->iters, "Timed runs")->check(at_least(1));
   sub->add_option("--seconds", options->seconds, "Time to spend on timed runs (default 5)")
       ->excludes(iters);
   sub->add_flag("--json", options->json, "Print the results as JSON");

@@ -88,6 +88,7 @@ int run_classify(const ClassifyOptions& options) {
     width = std::max(width, f.size());
 
   int failed = static_cast<int>(errors.size());
+  size_t classified = 0;
   size_t done = 0;
   for (size_t begin = 0; begin < files.size(); begin += static_cast<size_t>(options.batch)) {
     const size_t end = std::min(files.size(), begin + static_cast<size_t>(options.batch));
@@ -108,6 +109,7 @@ int run_classify(const ClassifyOptions& options) {
     if (images.empty()) continue;
     Expected<std::vector<Tensor>> outputs = classifier->engine->run({stack_images(images)});
     if (!outputs.ok()) return report(outputs.status());
+    classified += names.size();
     const auto probabilities = class_probabilities(*classifier, outputs->front());
     for (size_t i = 0; i < names.size(); ++i) {
       const auto top = top_k(probabilities[i], options.top);
@@ -132,7 +134,8 @@ int run_classify(const ClassifyOptions& options) {
   if (failed > 0) {
     std::fprintf(stderr, "densert: %d of %zu images could not be classified\n", failed,
                  files.size() + errors.size());
-    return kExitSomeInputsFailed;
+    // Exit code 1 promises that the rest were processed; with no rest, the input is wrong.
+    return classified > 0 ? kExitSomeInputsFailed : kExitInput;
   }
   return kExitOk;
 }
@@ -149,7 +152,7 @@ void add_classifier_options(CLI::App* sub, ClassifierOptions& options) {
   sub->add_option("--preprocess", options.preprocess_json,
                   "Preprocessing as JSON, overriding the model's (see README)");
   sub->add_option("--threads", options.threads, "Threads (default: physical cores)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(thread_count());
 }
 
 Command add_classify_command(CLI::App& app) {
@@ -159,9 +162,9 @@ Command add_classify_command(CLI::App& app) {
   add_classifier_options(sub, options->classifier);
   sub->add_flag("--recursive,-r", options->recursive, "Descend into subfolders");
   sub->add_option("--top,-k", options->top, "Classes to show per image (default 5)")
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   sub->add_option("--batch", options->batch, "Images per engine run (default 1)")
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   sub->add_flag("--json", options->json, "One JSON object per image");
   return [options] { return run_classify(*options); };
 }

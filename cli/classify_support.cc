@@ -38,15 +38,22 @@ Expected<Classifier> make_classifier(const ClassifierOptions& options) {
     return Status::bad_argument("preprocessing produces " + std::to_string(preprocess_channels) +
                                 " channels, the model takes " + std::to_string(model_channels));
   }
-  if (!options.labels_file.empty()) {
-    DENSERT_ASSIGN_OR_RETURN(classifier.labels, read_labels(options.labels_file));
-  } else {
-    DENSERT_ASSIGN_OR_RETURN(classifier.labels, labels_from_metadata(graph.metadata));
-  }
   const ValueId output = graph.outputs[0];
+  const Dims& output_dims = graph.value(output).dims;
+  if (output_dims.empty() || output_dims.back() <= 0) {
+    return Status::unsupported("model output has shape " + dims_to_string(output_dims) +
+                               ", expected [N,classes]");
+  }
   const NodeId producer = graph.value(output).producer;
   classifier.outputs_probabilities = producer >= 0 && graph.nodes[producer].op == OpType::kSoftmax;
-  classifier.classes = graph.value(output).dims.back();
+  classifier.classes = output_dims.back();
+  if (!options.labels_file.empty()) {
+    DENSERT_ASSIGN_OR_RETURN(classifier.labels,
+                             read_labels(options.labels_file, classifier.classes));
+  } else {
+    DENSERT_ASSIGN_OR_RETURN(classifier.labels,
+                             labels_from_metadata(graph.metadata, classifier.classes));
+  }
 
   EngineOptions engine_options;
   engine_options.threads = options.threads;

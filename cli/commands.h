@@ -23,6 +23,13 @@ enum ExitCode {
 // Prints "densert: <kind>: <message>" on stderr and returns the exit code for the status.
 int report(const Status& status);
 
+// Checks for integer options whose failures read "--batch: must be at least 1, got 0" (exit
+// code 2); CLI11's own range check prints its bounds as 300-digit doubles.
+CLI::Validator at_least(int64_t minimum);
+CLI::Validator in_range(int64_t minimum, int64_t maximum);
+// --threads: 0 (physical cores) to DENSERT_MAX_THREADS.
+CLI::Validator thread_count();
+
 using Command = std::function<int()>;
 Command add_inspect_command(CLI::App& app);
 Command add_run_command(CLI::App& app);

@@ -180,13 +180,20 @@ Command add_evaluate_command(CLI::App& app) {
       "evaluate",
       "Accuracy on a labelled set (default: the Fashion-MNIST test set, for the built-in model)");
   add_classifier_options(sub, options->classifier);
-  sub->add_option("--idx-images", options->idx_images, "IDX image file (.gz or raw)");
-  sub->add_option("--idx-labels", options->idx_labels, "IDX label file (.gz or raw)");
-  sub->add_option("--dir", options->folder, "Folder with one subfolder of images per class");
+  CLI::Option* idx_images =
+      sub->add_option("--idx-images", options->idx_images, "IDX image file (.gz or raw)");
+  CLI::Option* idx_labels =
+      sub->add_option("--idx-labels", options->idx_labels, "IDX label file (.gz or raw)");
+  // Images of one set scored against the labels of another would give a meaningless accuracy.
+  idx_images->needs(idx_labels);
+  idx_labels->needs(idx_images);
+  sub->add_option("--dir", options->folder, "Folder with one subfolder of images per class")
+      ->excludes(idx_images)
+      ->excludes(idx_labels);
   sub->add_option("--batch", options->batch, "Images per engine run (default 64)")
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   sub->add_option("--limit", options->limit, "Evaluate at most this many images")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   return [options] { return run_evaluate(*options); };
 }
 

@@ -1,4 +1,7 @@
 // Entry point of the densert command: parses the command line and maps errors to exit codes.
+#include <densert/densert.h>
+
+#include <charconv>
 #include <cstdio>
 #include <exception>
 #include <map>
@@ -6,6 +9,33 @@
 #include "cli/commands.h"
 
 namespace densert::cli {
+
+CLI::Validator in_range(int64_t minimum, int64_t maximum) {
+  const std::string description =
+      maximum == INT64_MAX ? "INT >= " + std::to_string(minimum)
+                           : "INT " + std::to_string(minimum) + ".." + std::to_string(maximum);
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        int64_t value = 0;
+        const char* end = text.data() + text.size();
+        const auto [stop, error] = std::from_chars(text.data(), end, value);
+        if (stop != end || (error != std::errc() && error != std::errc::result_out_of_range))
+          return "expects a whole number, got \"" + text + "\"";
+        if (error == std::errc::result_out_of_range || value > maximum)
+          return "must be at most " + std::to_string(maximum) + ", got " + text;
+        if (value < minimum) return "must be at least " + std::to_string(minimum) + ", got " + text;
+        return "";
+      },
+      description);
+}
+
+CLI::Validator at_least(int64_t minimum) {
+  return in_range(minimum, INT64_MAX);
+}
+
+CLI::Validator thread_count() {
+  return in_range(0, DENSERT_MAX_THREADS);
+}
 
 int report(const Status& status) {
   std::fprintf(stderr, "densert: %s\n", status.to_string().c_str());

@@ -61,6 +61,10 @@ int run_run(const RunOptions& options) {
       return report(Status::bad_argument("more inputs given than the model takes (" +
                                          std::to_string(inputs.size()) + ")"));
     }
+    if (given[index]) {
+      return report(Status::bad_argument("input \"" + graph->value(graph->inputs[index]).name +
+                                         "\" given twice"));
+    }
     Expected<Tensor> tensor = read_npy(path);
     if (!tensor.ok()) return report(tensor.status());
     inputs[index] = std::move(tensor).value();
@@ -87,12 +91,14 @@ int run_run(const RunOptions& options) {
   for (size_t i = 0; i < outputs->size(); ++i) {
     const Tensor& out = (*outputs)[i];
     const std::string& name = graph->value(graph->outputs[i]).name;
-    float lo = INFINITY, hi = -INFINITY;
+    // NaNs are skipped by min and max (and show in the mean); all NaN prints nan for both.
+    float lo = NAN, hi = NAN;
     double sum = 0.0;
     for (float v : out.data) {
-      lo = std::min(lo, v);
-      hi = std::max(hi, v);
       sum += v;
+      if (std::isnan(v)) continue;
+      lo = std::isnan(lo) ? v : std::min(lo, v);
+      hi = std::isnan(hi) ? v : std::max(hi, v);
     }
     std::printf("%s: f32%s min %.6g max %.6g mean %.6g\n", name.c_str(),
                 dims_to_string(out.dims).c_str(), lo, hi,
@@ -118,7 +124,7 @@ Command add_run_command(CLI::App& app) {
   sub->add_option("--engine", options->engine, "fast (oneDNN, default) or reference")
       ->check(CLI::IsMember({"fast", "reference"}));
   sub->add_option("--threads", options->threads, "Threads (default: physical cores)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(thread_count());
   sub->add_option("--output,-o", options->output,
                   "Write outputs as .npy (several outputs: out.<name>.npy)");
   return [options] { return run_run(*options); };

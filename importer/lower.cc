@@ -983,7 +983,7 @@ Expected<Graph> import_onnx_buffer(const void* data, size_t size,
 Expected<Graph> import_onnx_file(const std::string& path) {
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) {
-    return Status::bad_argument(path + ": is a directory, expected an .onnx file");
+    return Status::bad_argument(path + ": is a folder, not an .onnx file");
   }
   std::ifstream file(path, std::ios::binary);
   if (!file) return Status::bad_argument(path + ": cannot open model file");

@@ -24,17 +24,26 @@ Expected<IdxArray> read_idx(const std::string& path, int rank) {
   }
   IdxArray array;
   size_t offset = 4;
-  int64_t count = 1;
   for (int d = 0; d < rank; ++d) {
     if (bytes.size() < offset + 4) return Status::bad_argument(path + ": truncated IDX header");
     const int64_t size = (int64_t{bytes[offset]} << 24) | (int64_t{bytes[offset + 1]} << 16) |
                          (int64_t{bytes[offset + 2]} << 8) | int64_t{bytes[offset + 3]};
     array.dims.push_back(size);
-    count *= size;
     offset += 4;
   }
-  if (static_cast<int64_t>(bytes.size() - offset) < count) {
-    return Status::bad_argument(path + ": holds fewer values than its header says");
+  // The claimed count can exceed 2^64 (three 32-bit sizes), so it is compared dim by dim
+  // against what the file holds instead of being multiplied out.
+  const int64_t held = static_cast<int64_t>(bytes.size() - offset);
+  int64_t count = 1;
+  for (int64_t size : array.dims) {
+    if (size != 0 && count > held / size) {
+      std::string claimed;
+      for (int64_t d : array.dims)
+        claimed += (claimed.empty() ? "" : " x ") + std::to_string(d);
+      return Status::bad_argument(path + ": IDX header claims " + claimed +
+                                  " values, the file holds " + std::to_string(held));
+    }
+    count *= size;
   }
   array.values.assign(bytes.begin() + static_cast<long>(offset),
                       bytes.begin() + static_cast<long>(offset + count));

@@ -38,6 +38,8 @@ typedef enum densert_precision { DENSERT_PRECISION_F32 = 0 } densert_precision;
 typedef enum densert_element_type { DENSERT_FLOAT32 = 1 } densert_element_type;
 
 #define DENSERT_MAX_DIMS 8
+/* More threads than this only cost time starting them. */
+#define DENSERT_MAX_THREADS 1024
 
 typedef struct densert_tensor_info {
   const char* name; /* owned by the model, valid while it lives */
@@ -51,12 +53,13 @@ typedef struct densert_model densert_model;
 typedef struct densert_context densert_context;
 
 DENSERT_API const char* densert_version(void);
-/* Message of the last failed call on this thread, "" if it succeeded. */
+/* Message of the last failed call on this thread. Every function returning a densert_status
+ * resets it, so it is "" after one that returned DENSERT_OK. */
 DENSERT_API const char* densert_last_error(void);
 
 DENSERT_API densert_status densert_options_create(densert_options** options);
 DENSERT_API void densert_options_destroy(densert_options* options);
-/* 0 (the default) uses the number of physical cores. */
+/* 0 (the default) uses the number of physical cores; more than DENSERT_MAX_THREADS is refused. */
 DENSERT_API densert_status densert_options_set_threads(densert_options* options, int threads);
 DENSERT_API densert_status densert_options_set_precision(densert_options* options,
                                                          densert_precision precision);
@@ -78,7 +81,8 @@ DENSERT_API densert_status densert_model_input_info(const densert_model* model, 
                                                     densert_tensor_info* info);
 DENSERT_API densert_status densert_model_output_info(const densert_model* model, size_t index,
                                                      densert_tensor_info* info);
-/* Class name from the model's metadata, or NULL through *label if it has none. */
+/* Class name from the model's metadata, or NULL through *label if it has none. Metadata labels
+ * that are not a JSON array of strings, one per class, give DENSERT_INVALID_MODEL. */
 DENSERT_API densert_status densert_model_label(const densert_model* model, int64_t index,
                                                const char** label);
 

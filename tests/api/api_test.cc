@@ -3,6 +3,7 @@
 #include <densert/densert.h>
 
 #include <gtest/gtest.h>
+#include <onnx/onnx_pb.h>
 #include <densert/densert.hpp>
 
 #include <fstream>
@@ -11,6 +12,7 @@
 #include <thread>
 
 #include "runtime/npy.h"
+#include "tests/support/temp_dir.h"
 #include "tests/support/test_support.h"
 
 namespace {
@@ -19,6 +21,20 @@ using densert::testing::fixture_dir;
 
 std::string cifar_model() {
   return fixture_dir() + "/densenet_bc_cifar.onnx";
+}
+
+// The built-in Fashion-MNIST model (10 classes) with one metadata entry replaced.
+std::string fashion_model_with_metadata(const std::string& key, const std::string& value) {
+  std::ifstream file(densert::testing::source_dir() + "/models/fashion_densenet.onnx",
+                     std::ios::binary);
+  onnx::ModelProto model;
+  EXPECT_TRUE(model.ParseFromIstream(&file));
+  for (auto& prop : *model.mutable_metadata_props()) {
+    if (prop.key() == key) prop.set_value(value);
+  }
+  std::string bytes;
+  EXPECT_TRUE(model.SerializeToString(&bytes));
+  return bytes;
 }
 
 TEST(CApi, EveryFunctionIsSafeOnNull) {
@@ -92,6 +108,91 @@ TEST(CApi, ErrorsHaveKindsAndMessages) {
   EXPECT_EQ(densert_run(context, 1, null_inputs, 1, outputs, 1), DENSERT_BAD_ARGUMENT);
   EXPECT_EQ(densert_run(context, 2, inputs, 1, outputs, 1), DENSERT_OK) << densert_last_error();
   densert_context_destroy(context);
+  densert_model_destroy(model);
+}
+
+// Every call that returns a status resets densert_last_error(), not only the ones that can
+// throw inside.
+TEST(CApi, SuccessClearsTheLastError) {
+  densert_options* options = nullptr;
+  ASSERT_EQ(densert_options_create(&options), DENSERT_OK);
+  EXPECT_EQ(densert_options_set_threads(options, -1), DENSERT_BAD_ARGUMENT);
+  EXPECT_STRNE(densert_last_error(), "");
+  EXPECT_EQ(densert_options_set_threads(options, 1), DENSERT_OK);
+  EXPECT_STREQ(densert_last_error(), "");
+  EXPECT_EQ(densert_options_set_max_batch(options, -1), DENSERT_BAD_ARGUMENT);
+  EXPECT_STREQ(densert_last_error(), "densert_options_set_max_batch: max_batch -1 is negative");
+  EXPECT_EQ(densert_options_set_max_batch(options, 0), DENSERT_OK);
+  EXPECT_STREQ(densert_last_error(), "");
+  EXPECT_EQ(densert_options_set_precision(options, static_cast<densert_precision>(7)),
+            DENSERT_UNSUPPORTED);
+  EXPECT_EQ(densert_options_set_precision(options, DENSERT_PRECISION_F32), DENSERT_OK);
+  EXPECT_STREQ(densert_last_error(), "");
+
+  densert_model* model = nullptr;
+  ASSERT_EQ(densert_model_load_file(cifar_model().c_str(), options, &model), DENSERT_OK);
+  densert_options_destroy(options);
+  densert_tensor_info info;
+  EXPECT_EQ(densert_model_output_info(model, 1, &info), DENSERT_BAD_ARGUMENT);
+  EXPECT_EQ(densert_model_output_info(model, 0, &info), DENSERT_OK);
+  EXPECT_STREQ(densert_last_error(), "");
+  EXPECT_EQ(densert_model_input_info(model, 1, &info), DENSERT_BAD_ARGUMENT);
+  EXPECT_EQ(densert_model_input_info(model, 0, &info), DENSERT_OK);
+  EXPECT_STREQ(densert_last_error(), "");
+  const char* label = nullptr;
+  EXPECT_EQ(densert_model_label(model, -1, &label), DENSERT_BAD_ARGUMENT);
+  EXPECT_STREQ(densert_last_error(), "densert_model_label: index -1 is negative");
+  EXPECT_EQ(densert_model_label(model, 0, &label), DENSERT_OK);
+  EXPECT_STREQ(densert_last_error(), "");
+  EXPECT_EQ(label, nullptr);  // the CIFAR fixture has no labels
+  densert_model_destroy(model);
+}
+
+TEST(CApi, ThreadCountIsBounded) {
+  densert_options* options = nullptr;
+  ASSERT_EQ(densert_options_create(&options), DENSERT_OK);
+  EXPECT_EQ(densert_options_set_threads(options, DENSERT_MAX_THREADS), DENSERT_OK);
+  EXPECT_EQ(densert_options_set_threads(options, DENSERT_MAX_THREADS + 1), DENSERT_BAD_ARGUMENT);
+  EXPECT_STREQ(densert_last_error(),
+               "densert_options_set_threads: threads 1025 is outside 0 to 1024");
+  densert_options_destroy(options);
+}
+
+TEST(CApi, BadImagesAreBadArgumentsNamingTheFile) {
+  densert_model* model = nullptr;
+  ASSERT_EQ(densert_model_load_file(cifar_model().c_str(), nullptr, &model), DENSERT_OK);
+  std::vector<float> input(3 * 32 * 32);
+  densert::testing::TempDir dir;
+  EXPECT_EQ(densert_load_image(model, dir.path().c_str(), input.data(), input.size()),
+            DENSERT_BAD_ARGUMENT);
+  EXPECT_EQ(std::string(densert_last_error()), dir.path() + ": is a folder, not a file");
+
+  // A PNG header claiming 100000x100000 pixels, which OpenCV refuses with a multi-line text.
+  const std::string png = std::string(
+      "\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\x01\x86\xa0\0\x01\x86\xa0"
+      "\x08\0\0\0\0\0\0\0\0\0\0\0\0IEND\0\0\0\0",
+      45);
+  const std::string huge = dir.file("huge.png");
+  ASSERT_TRUE(densert::testing::write_file(huge, png));
+  EXPECT_EQ(densert_load_image(model, huge.c_str(), input.data(), input.size()),
+            DENSERT_BAD_ARGUMENT);
+  EXPECT_EQ(std::string(densert_last_error()),
+            huge + ": 100000x100000 pixels is more than densert decodes (128 megapixels)");
+  densert_model_destroy(model);
+}
+
+// A model whose metadata names too few classes still loads and runs; asking for a label says
+// what is wrong with the metadata.
+TEST(CApi, MetadataLabelsMustNameEveryClass) {
+  const std::string bytes = fashion_model_with_metadata("densert.labels", R"(["a","b"])");
+  densert_model* model = nullptr;
+  ASSERT_EQ(densert_model_load_memory(bytes.data(), bytes.size(), nullptr, &model), DENSERT_OK)
+      << densert_last_error();
+  const char* label = "unset";
+  EXPECT_EQ(densert_model_label(model, 0, &label), DENSERT_INVALID_MODEL);
+  EXPECT_EQ(label, nullptr);
+  EXPECT_STREQ(densert_last_error(),
+               "model metadata densert.labels has 2 names, the model has 10 classes");
   densert_model_destroy(model);
 }
 

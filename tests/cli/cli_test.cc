@@ -2,7 +2,9 @@
 // images with exact labels, and bad image files reported without losing the others.
 #include <gtest/gtest.h>
 
+#include <onnx/onnx_pb.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -10,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <vector>
 
 #include "runtime/npy.h"
 #include "tests/support/temp_dir.h"
@@ -28,7 +31,9 @@ struct CommandResult {
 };
 
 CommandResult densert(const std::string& arguments) {
-  const std::string err_file = ::testing::TempDir() + "densert_stderr.txt";
+  // ctest runs test processes in parallel: each gets its own file.
+  const std::string err_file =
+      ::testing::TempDir() + "densert_stderr." + std::to_string(getpid()) + ".txt";
   const std::string command =
       testing::binary_dir() + "/cli/densert " + arguments + " 2> " + err_file;
   CommandResult result;
@@ -42,6 +47,7 @@ CommandResult densert(const std::string& arguments) {
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   std::ifstream err(err_file);
   result.stderr_text.assign(std::istreambuf_iterator<char>(err), std::istreambuf_iterator<char>());
+  std::remove(err_file.c_str());
   return result;
 }
 
@@ -207,6 +213,189 @@ TEST(Cli, UsageErrorsAndVersion) {
   EXPECT_EQ(missing.exit_code, 4);
   EXPECT_EQ(missing.stderr_text,
             "densert: bad argument: /nonexistent.onnx: cannot open model file\n");
+}
+
+// Command-line values out of range are usage errors (exit code 2) with a readable bound.
+TEST(Cli, OutOfRangeOptionsAreUsageErrors) {
+  const std::string bag = source_dir() + "/examples/images/bag.png";
+  const std::string cifar = fixture_dir() + "/densenet_bc_cifar.onnx";
+  const std::pair<std::string, std::string> cases[] = {
+      {"classify --batch 0 " + bag, "--batch: must be at least 1, got 0"},
+      {"classify --top 0 " + bag, "--top: must be at least 1, got 0"},
+      {"classify --threads -1 " + bag, "--threads: must be at least 0, got -1"},
+      {"classify --threads 10000 " + bag, "--threads: must be at most 1024, got 10000"},
+      {"classify --threads many " + bag, "--threads: expects a whole number, got \"many\""},
+      {"run --threads 2000 -m " + cifar + " -i x.npy", "--threads: must be at most 1024, got 2000"},
+      {"bench --threads 1025 -m " + cifar, "--threads: must be at most 1024, got 1025"},
+      {"evaluate --limit -1", "--limit: must be at least 0, got -1"},
+      {"evaluate --idx-images images.idx", "--idx-images requires --idx-labels"},
+      {"evaluate --idx-labels labels.idx", "--idx-labels requires --idx-images"},
+      {"evaluate --idx-images images.idx --idx-labels labels.idx --dir photos",
+       "--idx-images excludes --dir"},
+  };
+  for (const auto& [arguments, message] : cases) {
+    const CommandResult result = densert(arguments);
+    EXPECT_EQ(result.exit_code, 2) << arguments;
+    EXPECT_EQ(result.stderr_text.rfind(message + "\n", 0), 0u) << arguments << "\n"
+                                                               << result.stderr_text;
+  }
+}
+
+TEST(Cli, BadInputFilesAndPreprocessingAreExitCode4) {
+  testing::TempDir dir;
+  const std::string bag = source_dir() + "/examples/images/bag.png";
+  ASSERT_TRUE(testing::write_file(dir.file("three.txt"), "a\nb\nc\n"));
+  std::string twenty;
+  for (int i = 0; i < 20; ++i)
+    twenty += "label " + std::to_string(i) + "\n";
+  ASSERT_TRUE(testing::write_file(dir.file("twenty.txt"), twenty));
+  ASSERT_TRUE(testing::write_file(dir.file("empty.txt"), ""));
+  // An IDX header claiming 2^32 - 1 images of 65535 x 65535 pixels over 100 bytes.
+  ASSERT_TRUE(
+      testing::write_file(dir.file("huge.idx"),
+                          std::string("\0\0\x08\x03\xff\xff\xff\xff\0\0\xff\xff\0\0\xff\xff", 16) +
+                              std::string(100, '\0')));
+  ASSERT_TRUE(testing::write_file(dir.file("labels.idx"), std::string("\0\0\x08\x01\0\0\0\0", 8)));
+
+  const std::string gray = R"('{"color":"gray",)";
+  const std::pair<std::string, std::string> cases[] = {
+      {"run -m " + fixture_dir() + "/densenet_bc_cifar.onnx -i " + dir.path(),
+       dir.path() + ": is a folder, not a .npy file"},
+      {"evaluate --idx-images " + dir.file("huge.idx") + " --idx-labels " + dir.file("labels.idx"),
+       dir.file("huge.idx") +
+           ": IDX header claims 4294967295 x 65535 x 65535 values, the file holds 100"},
+      {"classify " + bag + " --preprocess " + gray +
+           R"("resize":"shorter_side_center_crop","size":[28,28],"resize_to":0}')",
+       "preprocessing resize_to 0 is smaller than the crop size [28,28]"},
+      {"classify " + bag + " --preprocess " + gray + R"("size":[100000,100000]}')",
+       "preprocessing size [100000,100000] does not match the model input [28,28]"},
+      {"classify " + bag + " --preprocess " + gray + R"("szie":[28,28]}')",
+       "preprocessing has an unknown key \"szie\""},
+      {"classify --labels " + dir.file("three.txt") + " " + bag,
+       "labels file " + dir.file("three.txt") + " has 3 names, the model has 10 classes"},
+      {"classify --labels " + dir.file("twenty.txt") + " " + bag,
+       "labels file " + dir.file("twenty.txt") + " has 20 names, the model has 10 classes"},
+      {"classify --labels " + dir.file("empty.txt") + " " + bag,
+       "labels file " + dir.file("empty.txt") + " has 0 names, the model has 10 classes"},
+      {"classify --labels " + dir.path() + " " + bag,
+       "labels file " + dir.path() + ": is a folder, not a file"},
+  };
+  for (const auto& [arguments, message] : cases) {
+    const CommandResult result = densert(arguments);
+    EXPECT_EQ(result.exit_code, 4) << arguments << "\n" << result.stderr_text;
+    EXPECT_EQ(result.stderr_text.rfind("densert: bad argument: " + message, 0), 0u)
+        << arguments << "\n"
+        << result.stderr_text;
+    EXPECT_EQ(std::count(result.stderr_text.begin(), result.stderr_text.end(), '\n'), 1)
+        << result.stderr_text;
+  }
+}
+
+TEST(Classify, NothingClassifiedIsExitCode4) {
+  const CommandResult result = densert("classify /nonexistent/a.png /nonexistent/b.png");
+  EXPECT_EQ(result.exit_code, 4);
+  EXPECT_EQ(result.stderr_text,
+            "densert: /nonexistent/a.png: cannot be opened\n"
+            "densert: /nonexistent/b.png: cannot be opened\n"
+            "densert: 2 of 2 images could not be classified\n");
+}
+
+// The built-in model, written to path with one metadata entry replaced.
+void write_builtin_model_with_metadata(const std::string& path, const std::string& key,
+                                       const std::string& value) {
+  std::ifstream file(source_dir() + "/models/fashion_densenet.onnx", std::ios::binary);
+  onnx::ModelProto model;
+  ASSERT_TRUE(model.ParseFromIstream(&file));
+  for (auto& prop : *model.mutable_metadata_props()) {
+    if (prop.key() == key) prop.set_value(value);
+  }
+  std::ofstream out(path, std::ios::binary);
+  ASSERT_TRUE(model.SerializeToOstream(&out));
+}
+
+TEST(Classify, MetadataLabelsOfTheWrongCountAreAnInvalidModel) {
+  testing::TempDir dir;
+  write_builtin_model_with_metadata(dir.file("m.onnx"), "densert.labels", R"(["a","b"])");
+  const CommandResult result = densert("classify -m " + dir.file("m.onnx") + " " + source_dir() +
+                                       "/examples/images/bag.png");
+  EXPECT_EQ(result.exit_code, 3);
+  EXPECT_EQ(result.stderr_text,
+            "densert: invalid model: model metadata densert.labels has 2 names, the model has 10 "
+            "classes\n");
+}
+
+// Files OpenCV refuses with multi-line texts of its own, or logs about, give one densert line.
+TEST(Classify, UndecodableImagesGiveOneLineEach) {
+  testing::TempDir dir;
+  const std::string png = std::string(
+      "\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\x01\x86\xa0\0\x01\x86\xa0\x08\0\0\0\0\0\0\0\0\0\0\0\0IEND"
+      "\0\0\0\0",
+      45);
+  ASSERT_TRUE(testing::write_file(dir.file("huge.png"), png));
+  ASSERT_TRUE(testing::write_file(
+      dir.file("cut.webp"), std::string("RIFF\x32\0\0\0WEBPVP8 ", 16) + std::string(13, '\0')));
+  const std::string bag = source_dir() + "/examples/images/bag.png";
+  const CommandResult result =
+      densert("classify --top 1 " + dir.file("huge.png") + " " + dir.file("cut.webp") + " " + bag);
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(result.stderr_text,
+            "densert: " + dir.file("huge.png") +
+                ": 100000x100000 pixels is more than densert decodes (128 megapixels)\n"
+                "densert: " +
+                dir.file("cut.webp") +
+                ": truncated WebP (RIFF chunk of 58 bytes, file of 29)\n"
+                "densert: 2 of 3 images could not be classified\n");
+}
+
+// x [N,3,2,2] (and x2 for two inputs) -> op -> y, as ONNX opset 13.
+void write_elementwise_model(const std::string& path, const std::string& op, int inputs) {
+  onnx::ModelProto model;
+  model.set_ir_version(7);
+  model.add_opset_import()->set_version(13);
+  onnx::GraphProto* graph = model.mutable_graph();
+  graph->set_name("elementwise");
+  const auto declare = [](onnx::ValueInfoProto* value, const std::string& name) {
+    value->set_name(name);
+    auto* tensor = value->mutable_type()->mutable_tensor_type();
+    tensor->set_elem_type(onnx::TensorProto::FLOAT);
+    tensor->mutable_shape()->add_dim()->set_dim_param("N");
+    for (int64_t d : {3, 2, 2})
+      tensor->mutable_shape()->add_dim()->set_dim_value(d);
+  };
+  onnx::NodeProto* node = graph->add_node();
+  node->set_op_type(op);
+  node->set_name(op);
+  for (int i = 0; i < inputs; ++i) {
+    const std::string name = i == 0 ? "x" : "x" + std::to_string(i + 1);
+    declare(graph->add_input(), name);
+    node->add_input(name);
+  }
+  node->add_output("y");
+  declare(graph->add_output(), "y");
+  std::ofstream out(path, std::ios::binary);
+  ASSERT_TRUE(model.SerializeToOstream(&out));
+}
+
+TEST(Run, AnInputGivenTwiceIsRefused) {
+  testing::TempDir dir;
+  write_elementwise_model(dir.file("add.onnx"), "Add", 2);
+  ASSERT_TRUE(write_npy(dir.file("x.npy"), Tensor({1, 3, 2, 2})).ok());
+  const CommandResult result = densert("run -m " + dir.file("add.onnx") +
+                                       " -i x=" + dir.file("x.npy") + " -i x=" + dir.file("x.npy"));
+  EXPECT_EQ(result.exit_code, 4);
+  EXPECT_EQ(result.stderr_text, "densert: bad argument: input \"x\" given twice\n");
+}
+
+TEST(Run, StatisticsOfAnAllNanOutputAreNan) {
+  testing::TempDir dir;
+  write_elementwise_model(dir.file("identity.onnx"), "Identity", 1);
+  Tensor nan({1, 3, 2, 2});
+  std::fill(nan.data.begin(), nan.data.end(), NAN);
+  ASSERT_TRUE(write_npy(dir.file("nan.npy"), nan).ok());
+  const CommandResult result = densert("run --engine reference -m " + dir.file("identity.onnx") +
+                                       " -i " + dir.file("nan.npy"));
+  ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
+  EXPECT_EQ(result.stdout_text, "y: f32[1,3,2,2] min nan max nan mean nan\n");
 }
 
 }  // namespace

@@ -381,7 +381,7 @@ TEST(ImporterFile, MissingOrDirectory) {
   expect_error(import_onnx_file(dir.file("absent.onnx")), ErrorKind::kBadArgument,
                dir.file("absent.onnx") + ": cannot open model file");
   expect_error(import_onnx_file(dir.path()), ErrorKind::kBadArgument,
-               dir.path() + ": is a directory, expected an .onnx file");
+               dir.path() + ": is a folder, not an .onnx file");
 }
 
 // ---- Types and tensors ----
