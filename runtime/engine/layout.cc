@@ -104,6 +104,25 @@ void scatter(const Placement& p, ElementType type, const float* in, void* data) 
 using engine_detail::blocked_placement;
 using engine_detail::round_up;
 
+namespace {
+
+// Ops that run on a blocked input in its own channel layout, writing the same layout out.
+bool keeps_source_layout(OpType op) {
+  switch (op) {
+    case OpType::kBatchNorm:
+    case OpType::kRelu:
+    case OpType::kClip:
+    case OpType::kMaxPool:
+    case OpType::kAveragePool:
+    case OpType::kGlobalAveragePool:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
 Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
   const size_t count = graph.values.size();
   placements.assign(count, Placement{});
@@ -116,21 +135,8 @@ Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
   // JIT kernels take a plain src only for fewer channels (an image's 1 to 4), and loading the
   // input converts it at no extra pass. Its other readers must take the blocked layout too.
   const auto takes_blocked = [](OpType op) {
-    switch (op) {
-      case OpType::kConv:
-      case OpType::kBatchNorm:
-      case OpType::kRelu:
-      case OpType::kClip:
-      case OpType::kMaxPool:
-      case OpType::kAveragePool:
-      case OpType::kGlobalAveragePool:
-      case OpType::kConcat:
-      case OpType::kFlatten:
-      case OpType::kReshape:
-        return true;
-      default:
-        return false;
-    }
+    return op == OpType::kConv || op == OpType::kConcat || op == OpType::kFlatten ||
+           op == OpType::kReshape || keeps_source_layout(op);
   };
   std::vector<bool> read_by_conv(count, false), read_by_other(count, false);
   for (const Node& node : graph.nodes) {
@@ -176,13 +182,11 @@ Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
       case OpType::kConv:
         dst = blocked_placement(logical, channel_block);
         break;
-      case OpType::kBatchNorm:
-      case OpType::kRelu:
-      case OpType::kClip:
-      case OpType::kMaxPool:
-      case OpType::kAveragePool:
-      case OpType::kGlobalAveragePool:
-        if (src.blocked) {
+      case OpType::kConcat:
+        if (logical.size() == 4) dst = blocked_placement(logical, channel_block);
+        break;
+      default:
+        if (keeps_source_layout(node.op) && src.blocked) {
           // Keep the source's channel layout so the op runs without reshuffling.
           dst = src;
           dst.dims = logical;
@@ -190,11 +194,6 @@ Status Engine::Plan::plan_layouts(const std::vector<Dims>& dims) {
           dst.offset = 0;
           dst.constant = false;
         }
-        break;
-      case OpType::kConcat:
-        if (logical.size() == 4) dst = blocked_placement(logical, channel_block);
-        break;
-      default:
         break;
     }
   }
