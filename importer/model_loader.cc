@@ -6,6 +6,7 @@
 #include <onnx/shape_inference/implementation.h>
 #include <onnx/version_converter/convert.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -170,71 +171,209 @@ Status check_op_domains(const onnx::ModelProto& model) {
   return {};
 }
 
+// Ranks of a graph's values as far as they follow from the declared ones without ONNX's shape
+// inference: through the ops that keep, broadcast or fix their input's rank, and reshapes and
+// axis lists given as constants. Values it cannot tell are absent.
+class RankTracker {
+ public:
+  explicit RankTracker(const onnx::GraphProto& graph) {
+    const auto declare = [&](const onnx::ValueInfoProto& info) {
+      if (info.type().tensor_type().has_shape())
+        ranks_[info.name()] = info.type().tensor_type().shape().dim_size();
+    };
+    for (const auto& input : graph.input())
+      declare(input);
+    for (const auto& info : graph.value_info())
+      declare(info);
+    for (const auto& init : graph.initializer()) {
+      ranks_[init.name()] = init.dims_size();
+      constants_[init.name()] = &init;
+    }
+  }
+
+  // The rank of `name`, or -1.
+  int rank(const std::string& name) const {
+    auto it = ranks_.find(name);
+    return it == ranks_.end() ? -1 : it->second;
+  }
+
+  // Learns the rank of the node's first output; ranks the graph declares stay as they are.
+  void learn(const onnx::NodeProto& node) {
+    if (node.output_size() == 0 || ranks_.count(node.output(0))) return;
+    if (node.op_type() == "Constant") {
+      for (const auto& attr : node.attribute()) {
+        if (attr.name() == "value" && attr.has_t()) {
+          ranks_[node.output(0)] = attr.t().dims_size();
+          constants_[node.output(0)] = &attr.t();
+        }
+      }
+      return;
+    }
+    const int r = output_rank(node);
+    if (r >= 0) ranks_[node.output(0)] = r;
+  }
+
+ private:
+  // Elements of a 1-D constant input (a shape or an axis list), or -1.
+  int64_t constant_length(const onnx::NodeProto& node, int input) const {
+    if (node.input_size() <= input) return -1;
+    auto it = constants_.find(node.input(input));
+    if (it == constants_.end() || it->second->dims_size() != 1) return -1;
+    return it->second->dims(0);
+  }
+
+  // Length of the axes attribute, or else of the constant axes input, or -1.
+  int64_t axes_count(const onnx::NodeProto& node, int axes_input) const {
+    for (const auto& attr : node.attribute()) {
+      if (attr.name() == "axes") return attr.ints_size();
+    }
+    return constant_length(node, axes_input);
+  }
+
+  int64_t int_attribute(const onnx::NodeProto& node, const std::string& name,
+                        int64_t fallback) const {
+    for (const auto& attr : node.attribute()) {
+      if (attr.name() == name) return attr.i();
+    }
+    return fallback;
+  }
+
+  int output_rank(const onnx::NodeProto& node) const {
+    static const std::set<std::string> kKeepRank = {"Relu",
+                                                    "LeakyRelu",
+                                                    "PRelu",
+                                                    "Sigmoid",
+                                                    "Tanh",
+                                                    "Clip",
+                                                    "Elu",
+                                                    "Selu",
+                                                    "HardSigmoid",
+                                                    "Softplus",
+                                                    "BatchNormalization",
+                                                    "InstanceNormalization",
+                                                    "LRN",
+                                                    "Identity",
+                                                    "Dropout",
+                                                    "Softmax",
+                                                    "LogSoftmax",
+                                                    "Cast",
+                                                    "Pad",
+                                                    "Conv",
+                                                    "ConvTranspose",
+                                                    "MaxPool",
+                                                    "AveragePool",
+                                                    "LpPool",
+                                                    "GlobalAveragePool",
+                                                    "GlobalMaxPool",
+                                                    "Transpose",
+                                                    "Sqrt",
+                                                    "Exp",
+                                                    "Log",
+                                                    "Neg",
+                                                    "Abs",
+                                                    "Reciprocal",
+                                                    "Floor",
+                                                    "Ceil",
+                                                    "Erf"};
+    static const std::set<std::string> kBroadcast = {"Add", "Sub", "Mul", "Div",  "Pow",
+                                                     "Max", "Min", "Sum", "Mean", "Concat"};
+    static const std::set<std::string> kReduce = {"ReduceMean", "ReduceSum",  "ReduceMax",
+                                                  "ReduceMin",  "ReduceProd", "ReduceL2"};
+    const std::string& op = node.op_type();
+    const int first = node.input_size() > 0 ? rank(node.input(0)) : -1;
+    if (kKeepRank.count(op)) return first;
+    if (kBroadcast.count(op)) {
+      int widest = -1;
+      for (const auto& input : node.input()) {
+        const int r = rank(input);
+        if (r < 0) return -1;
+        widest = std::max(widest, r);
+      }
+      return widest;
+    }
+    if (op == "Flatten" || op == "Gemm") return 2;
+    if (op == "Shape") return 1;
+    if (op == "Reshape") return static_cast<int>(constant_length(node, 1));
+    if (op == "MatMul") {
+      const int second = node.input_size() > 1 ? rank(node.input(1)) : -1;
+      return first >= 2 && second >= 2 ? std::max(first, second) : -1;
+    }
+    if (first < 0) return -1;
+    if (op == "Unsqueeze") {
+      const int64_t axes = axes_count(node, 1);
+      return axes < 0 ? -1 : first + static_cast<int>(axes);
+    }
+    if (op == "Squeeze") {
+      const int64_t axes = axes_count(node, 1);
+      return axes < 0 || axes > first ? -1 : first - static_cast<int>(axes);
+    }
+    if (kReduce.count(op)) {
+      if (int_attribute(node, "keepdims", 1) != 0) return first;
+      const int64_t axes = axes_count(node, 1);
+      if (axes < 0) return node.input_size() > 1 ? -1 : 0;  // no axes: every one is reduced
+      return axes > first ? -1 : first - static_cast<int>(axes);
+    }
+    return -1;
+  }
+
+  std::map<std::string, int> ranks_;
+  std::map<std::string, const onnx::TensorProto*> constants_;
+};
+
 // ONNX 1.12's shape inference for convolutions and pools divides by the strides and indexes
 // the input's dims by the kernel's rank without checking either, so a malformed model would
 // crash it. What it takes on trust is checked here first, from the attributes and from every
-// rank the graph declares (inputs, initializers, value_info).
-// TODO: a Conv whose input rank only shape inference learns (the output of a Reshape, say) and
-// differs from its weights' rank still reaches ONNX's inference unchecked.
+// rank the graph declares or that follows from them (RankTracker).
+Status check_window_op(const onnx::NodeProto& node, int index, const RankTracker& ranks) {
+  const std::string& op = node.op_type();
+  const bool conv = op == "Conv" || op == "ConvTranspose";
+  if (!conv && op != "MaxPool" && op != "AveragePool" && op != "LpPool") return {};
+  const std::string where = describe_onnx_node(node, index);
+
+  // Spatial dims, from the input or else the weights; -1 where the graph does not say.
+  int64_t spatial = -1;
+  if (const int rank = node.input_size() > 0 ? ranks.rank(node.input(0)) : -1; rank >= 0) {
+    if (rank < 3) {
+      return Status::invalid_model(where + ": input \"" + node.input(0) + "\" has " +
+                                   std::to_string(rank) + " dims, expected at least 3");
+    }
+    spatial = rank - 2;
+  }
+  if (const int rank = conv && node.input_size() > 1 ? ranks.rank(node.input(1)) : -1; rank >= 0) {
+    if (rank < 3 || (spatial >= 0 && rank - 2 != spatial)) {
+      return Status::invalid_model(where + ": weights \"" + node.input(1) + "\" have " +
+                                   std::to_string(rank) + " dims, expected " +
+                                   (spatial >= 0 ? std::to_string(spatial + 2) : "at least 3"));
+    }
+    spatial = rank - 2;
+  }
+  for (const auto& attr : node.attribute()) {
+    const std::string& name = attr.name();
+    const bool window = name == "strides" || name == "dilations" || name == "kernel_shape";
+    if (!window && name != "pads") continue;
+    if (spatial < 0 && name == "kernel_shape") spatial = attr.ints_size();
+    const int64_t expected = name == "pads" ? 2 * spatial : spatial;
+    if (spatial >= 0 && attr.ints_size() != expected) {
+      return Status::invalid_model(where + ": attribute " + name + " has " +
+                                   std::to_string(attr.ints_size()) + " values, expected " +
+                                   std::to_string(expected));
+    }
+    for (int64_t value : attr.ints()) {
+      if (window && value <= 0) {
+        return Status::invalid_model(where + ": attribute " + name + " holds " +
+                                     std::to_string(value) + ", expected a positive value");
+      }
+    }
+  }
+  return {};
+}
+
 Status check_window_ops(const onnx::GraphProto& graph) {
-  std::map<std::string, int> ranks;
-  const auto declare = [&](const onnx::ValueInfoProto& info) {
-    if (info.type().tensor_type().has_shape()) {
-      ranks[info.name()] = info.type().tensor_type().shape().dim_size();
-    }
-  };
-  for (const auto& input : graph.input())
-    declare(input);
-  for (const auto& info : graph.value_info())
-    declare(info);
-  for (const auto& init : graph.initializer())
-    ranks[init.name()] = init.dims_size();
-
-  int index = -1;
+  RankTracker ranks(graph);
+  int index = 0;
   for (const auto& node : graph.node()) {
-    ++index;
-    const std::string& op = node.op_type();
-    const bool conv = op == "Conv" || op == "ConvTranspose";
-    if (!conv && op != "MaxPool" && op != "AveragePool" && op != "LpPool") continue;
-    const std::string where = describe_onnx_node(node, index);
-
-    // Spatial dims, from the input or else the weights; -1 where the graph does not say.
-    int64_t spatial = -1;
-    if (node.input_size() > 0 && ranks.count(node.input(0))) {
-      const int rank = ranks[node.input(0)];
-      if (rank < 3) {
-        return Status::invalid_model(where + ": input \"" + node.input(0) + "\" has " +
-                                     std::to_string(rank) + " dims, expected at least 3");
-      }
-      spatial = rank - 2;
-    }
-    if (conv && node.input_size() > 1 && ranks.count(node.input(1))) {
-      const int rank = ranks[node.input(1)];
-      if (rank < 3 || (spatial >= 0 && rank - 2 != spatial)) {
-        return Status::invalid_model(where + ": weights \"" + node.input(1) + "\" have " +
-                                     std::to_string(rank) + " dims, expected " +
-                                     (spatial >= 0 ? std::to_string(spatial + 2) : "at least 3"));
-      }
-      spatial = rank - 2;
-    }
-    for (const auto& attr : node.attribute()) {
-      const std::string& name = attr.name();
-      const bool window = name == "strides" || name == "dilations" || name == "kernel_shape";
-      if (!window && name != "pads") continue;
-      if (spatial < 0 && name == "kernel_shape") spatial = attr.ints_size();
-      const int64_t expected = name == "pads" ? 2 * spatial : spatial;
-      if (spatial >= 0 && attr.ints_size() != expected) {
-        return Status::invalid_model(where + ": attribute " + name + " has " +
-                                     std::to_string(attr.ints_size()) + " values, expected " +
-                                     std::to_string(expected));
-      }
-      for (int64_t value : attr.ints()) {
-        if (window && value <= 0) {
-          return Status::invalid_model(where + ": attribute " + name + " holds " +
-                                       std::to_string(value) + ", expected a positive value");
-        }
-      }
-    }
+    DENSERT_RETURN_IF_ERROR(check_window_op(node, index++, ranks));
+    ranks.learn(node);
   }
   return {};
 }

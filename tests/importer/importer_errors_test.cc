@@ -581,6 +581,55 @@ TEST(ImporterGraph, WindowAttributesONNXWouldTrustAreChecked) {
   }
 }
 
+// Without kernel_shape, ONNX's inference takes the kernel's rank from the weights and indexes the
+// input's dims by it: an input rank that only follows from earlier ops must be checked too.
+TEST(ImporterGraph, ConvInputRanksThatFollowFromEarlierOpsAreChecked) {
+  struct Case {
+    const char* name;
+    std::function<void(onnx::GraphProto*)> feed;  // writes "fed" from "x"
+    const char* message;
+  };
+  const Case cases[] = {
+      {"reshape to rank 2",
+       [](onnx::GraphProto* g) {
+         fill_int64_tensor(g->add_initializer(), "shape", {2}, {1, 192});
+         add_node(g, "Reshape", "feed", {"x", "shape"}, {"fed"});
+       },
+       R"(node "conv" (Conv): input "fed" has 2 dims, expected at least 3)"},
+      {"flatten", [](onnx::GraphProto* g) { add_node(g, "Flatten", "feed", {"x"}, {"fed"}); },
+       R"(node "conv" (Conv): input "fed" has 2 dims, expected at least 3)"},
+      {"unsqueeze to rank 5",
+       [](onnx::GraphProto* g) {
+         fill_int64_tensor(g->add_initializer(), "axes", {1}, {0});
+         add_node(g, "Unsqueeze", "feed", {"x", "axes"}, {"fed"});
+       },
+       R"(node "conv" (Conv): weights "w" have 4 dims, expected 5)"},
+      {"relu after a reshape to rank 2",
+       [](onnx::GraphProto* g) {
+         fill_int64_tensor(g->add_initializer(), "shape", {2}, {1, 192});
+         add_node(g, "Reshape", "reshape", {"x", "shape"}, {"flat_x"});
+         add_node(g, "Relu", "feed", {"flat_x"}, {"fed"});
+       },
+       R"(node "conv" (Conv): input "fed" has 2 dims, expected at least 3)"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    onnx::ModelProto model = tiny_model();
+    onnx::NodeProto* conv = find_node(model, "conv");
+    conv->clear_attribute();
+    conv->set_input(0, "fed");
+    c.feed(model.mutable_graph());
+    // The nodes the case added come first, in the order it added them.
+    std::vector<std::string> order;
+    for (const auto& node : model.graph().node()) {
+      if (node.name() == "feed" || node.name() == "reshape") order.push_back(node.name());
+    }
+    order.insert(order.end(), {"conv", "relu", "gap", "flatten", "fc"});
+    reorder(model, order);
+    expect_error(import_model(model), ErrorKind::kInvalidModel, c.message);
+  }
+}
+
 // ONNX's inference would wrap a dim above 2^31 - 1 (4294967304 comes out as 8).
 TEST(ImporterGraph, DimsAboveInt32AreRefused) {
   onnx::ModelProto model = tiny_model();
