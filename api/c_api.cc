@@ -2,6 +2,7 @@
 // into C, and records its error message for densert_last_error on the calling thread.
 #include <densert/densert.h>
 
+#include <cstring>
 #include <new>
 #include <string>
 
@@ -170,13 +171,18 @@ densert_status densert_options_set_threads(densert_options* options, int threads
 densert_status densert_options_set_precision(densert_options* options,
                                              densert_precision precision) {
   const char* fn = __func__;
+  // A C caller can pass any int; C++ may not read an enum outside its enumerators' range, so the
+  // value is copied out as the int it is.
+  static_assert(sizeof(densert_precision) == sizeof(int));
+  int value = 0;
+  std::memcpy(&value, &precision, sizeof(value));
   return guarded([&] {
     if (!options) return bad_argument(fn, "options is null");
-    if (precision != DENSERT_PRECISION_F32) {
-      return fail(densert::Status::unsupported("precision " + std::to_string(precision) +
+    if (value != DENSERT_PRECISION_F32) {
+      return fail(densert::Status::unsupported("precision " + std::to_string(value) +
                                                " is not available; use f32"));
     }
-    options->precision = precision;
+    options->precision = DENSERT_PRECISION_F32;
     return DENSERT_OK;
   });
 }
@@ -251,7 +257,12 @@ densert_status densert_model_label(const densert_model* model, int64_t index, co
     if (index < 0) return bad_argument(fn, "index " + std::to_string(index) + " is negative");
     if (!model->labels.ok()) return fail(model->labels.status());
     const std::vector<std::string>& labels = *model->labels;
-    if (index < static_cast<int64_t>(labels.size())) *label = labels[index].c_str();
+    if (labels.empty()) return DENSERT_OK;  // no labels: NULL for every class
+    if (index >= static_cast<int64_t>(labels.size())) {
+      return bad_argument(fn, "index " + std::to_string(index) + " is not below the model's " +
+                                  std::to_string(labels.size()) + " classes");
+    }
+    *label = labels[index].c_str();
     return DENSERT_OK;
   });
 }

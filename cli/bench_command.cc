@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 #include "cli/commands.h"
 #include "importer/onnx_importer.h"
 #include "runtime/engine/engine.h"
+#include "runtime/host.h"
 #include "runtime/npy.h"
 
 namespace densert::cli {
@@ -50,6 +52,20 @@ int64_t peak_rss_bytes() {
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
 }
 
+// --seconds: more than zero, at most a day; inf and nan are refused.
+CLI::Validator seconds_range() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double value = 0.0;
+        const char* end = text.data() + text.size();
+        const auto [stop, error] = std::from_chars(text.data(), end, value);
+        if (stop != end || error != std::errc() || !(value > 0.0 && value <= 86400.0))
+          return "expects seconds above 0 and at most 86400, got \"" + text + "\"";
+        return "";
+      },
+      "SECONDS");
+}
+
 int run_bench(const BenchOptions& options) {
   const auto load_start = Clock::now();
   Expected<Graph> graph = import_onnx_file(options.model);
@@ -82,8 +98,27 @@ int run_bench(const BenchOptions& options) {
         dims,
         std::vector<float>(given->data.begin(), given->data.begin() + options.batch * per_image)));
   }
+  // Random inputs, unless --input gave them. Their size is checked before they are made.
+  const int64_t memory = physical_memory_bytes();
+  int64_t input_bytes = 0;
   for (ValueId id : (*engine)->graph().inputs) {
-    if (!inputs.empty()) break;
+    if (!options.input.empty()) break;
+    Dims dims = (*engine)->graph().value(id).dims;
+    int64_t elements = 1;
+    for (int64_t& d : dims) {
+      if (d == kBatchDim) d = options.batch;
+      elements = d == 0 || elements <= INT64_MAX / 4 / d ? elements * d : INT64_MAX / 4;
+    }
+    input_bytes += elements * 4;
+    if (memory > 0 && input_bytes > memory / 2) {
+      return report(Status::bad_argument("--batch " + std::to_string(options.batch) +
+                                         ": the inputs alone take " + bytes_to_string(input_bytes) +
+                                         ", more than half of this machine's memory (" +
+                                         bytes_to_string(memory) + ")"));
+    }
+  }
+  for (ValueId id : (*engine)->graph().inputs) {
+    if (!options.input.empty()) break;
     Dims dims = (*engine)->graph().value(id).dims;
     for (int64_t& d : dims) {
       if (d == kBatchDim) d = options.batch;
@@ -136,7 +171,8 @@ int run_bench(const BenchOptions& options) {
       {"arena_bytes", summary.arena_bytes},
   };
   if (options.json) {
-    std::printf("%s\n", result.dump(2).c_str());
+    std::printf("%s\n",
+                result.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("model       %s\nbatch       %lld\nthreads     %d\niterations  %zu\n",
                 options.model.c_str(), static_cast<long long>(options.batch), summary.threads,
@@ -176,12 +212,13 @@ Command add_bench_command(CLI::App& app) {
   auto options = std::make_shared<BenchOptions>();
   CLI::App* sub = app.add_subcommand("bench", "Measure a model's latency and throughput");
   sub->add_option("--model,-m", options->model, "ONNX model file")->required();
-  sub->add_option("--batch", options->batch, "Images per run")->check(at_least(1));
+  sub->add_option("--batch", options->batch, "Images per run")->check(batch_size());
   sub->add_option("--threads", options->threads, "Threads (default: physical cores)")
       ->check(thread_count());
   sub->add_option("--warmup", options->warmup, "Untimed runs first")->check(at_least(0));
   auto* iters = sub->add_option("--iters", options->iters, "Timed runs")->check(at_least(1));
   sub->add_option("--seconds", options->seconds, "Time to spend on timed runs (default 5)")
+      ->check(seconds_range())
       ->excludes(iters);
   sub->add_flag("--json", options->json, "Print the results as JSON");
   sub->add_flag("!--all-threads-per-image", options->image_per_thread,

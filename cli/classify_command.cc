@@ -32,6 +32,34 @@ bool has_image_extension(const std::filesystem::path& path) {
   return kExtensions.count(ext) > 0;
 }
 
+// Adds the image files of `folder` (and with `recursive` of its subfolders, but not of folders
+// it links to, which could loop) to `found`. A folder that cannot be read, or a link to an
+// image that is not there, is one error; the rest of the walk goes on.
+void collect_folder(const std::filesystem::path& folder, bool recursive,
+                    std::vector<std::string>* found, std::vector<std::string>* errors) {
+  std::error_code error;
+  std::filesystem::directory_iterator it(folder, error);
+  std::vector<std::filesystem::path> subfolders;
+  for (const std::filesystem::directory_iterator end; !error && it != end; it.increment(error)) {
+    const std::filesystem::directory_entry& entry = *it;
+    std::error_code entry_error;
+    const bool link = entry.is_symlink(entry_error);
+    if (!link && entry.is_directory(entry_error)) {
+      if (recursive) subfolders.push_back(entry.path());
+      continue;
+    }
+    if (!has_image_extension(entry.path())) continue;
+    if (entry.is_regular_file(entry_error)) {
+      found->push_back(entry.path().string());
+    } else if (link && !entry.exists(entry_error)) {
+      errors->push_back(entry.path().string() + ": is a link to nothing");
+    }
+  }
+  if (error) errors->push_back(folder.string() + ": cannot be read: " + error.message());
+  for (const auto& subfolder : subfolders)
+    collect_folder(subfolder, recursive, found, errors);
+}
+
 // Files named on the command line are taken as they are; folders contribute their image
 // files, sorted, descending into subfolders with --recursive.
 std::vector<std::string> collect_files(const ClassifyOptions& options,
@@ -44,18 +72,7 @@ std::vector<std::string> collect_files(const ClassifyOptions& options,
       continue;
     }
     std::vector<std::string> found;
-    const auto visit = [&](const std::filesystem::directory_entry& entry) {
-      if (entry.is_regular_file(error) && has_image_extension(entry.path()))
-        found.push_back(entry.path().string());
-    };
-    if (options.recursive) {
-      for (const auto& entry : std::filesystem::recursive_directory_iterator(path, error))
-        visit(entry);
-    } else {
-      for (const auto& entry : std::filesystem::directory_iterator(path, error))
-        visit(entry);
-    }
-    if (error) errors->push_back(path + ": " + error.message());
+    collect_folder(path, options.recursive, &found, errors);
     std::sort(found.begin(), found.end());
     files.insert(files.end(), found.begin(), found.end());
   }
@@ -95,7 +112,7 @@ int run_classify(const ClassifyOptions& options) {
     std::vector<Tensor> images;
     std::vector<std::string> names;
     for (size_t i = begin; i < end; ++i) {
-      Expected<Tensor> image = load_image(files[i], classifier->preprocessing);
+      Expected<Tensor> image = load_image_quietly(files[i], classifier->preprocessing);
       if (!image.ok()) {
         if (progress) std::fprintf(stderr, "\r");
         std::fprintf(stderr, "densert: %s\n", image.status().message().c_str());
@@ -119,7 +136,8 @@ int run_classify(const ClassifyOptions& options) {
           record["top"].push_back(
               {{"label", classifier->label(index)}, {"index", index}, {"probability", p}});
         }
-        std::printf("%s\n", record.dump().c_str());
+        std::printf("%s\n",
+                    record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       } else {
         if (progress) std::fprintf(stderr, "\r%*s\r", 50, "");
         std::printf("%-*s", static_cast<int>(width), names[i].c_str());
@@ -164,7 +182,7 @@ Command add_classify_command(CLI::App& app) {
   sub->add_option("--top,-k", options->top, "Classes to show per image (default 5)")
       ->check(at_least(1));
   sub->add_option("--batch", options->batch, "Images per engine run (default 1)")
-      ->check(at_least(1));
+      ->check(batch_size());
   sub->add_flag("--json", options->json, "One JSON object per image");
   return [options] { return run_classify(*options); };
 }

@@ -1,13 +1,41 @@
 // Model preparation and output ranking shared by the image commands.
 #include "cli/classify_support.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <iostream>
 #include <numeric>
 
 #include "cli/model_source.h"
 
 namespace densert::cli {
+
+Expected<Tensor> load_image_quietly(const std::string& path, const Preprocessing& preprocessing) {
+  static FILE* const scratch = std::tmpfile();
+  const int saved = scratch ? dup(STDERR_FILENO) : -1;
+  if (saved < 0) return load_image(path, preprocessing);
+  std::fflush(stderr);
+  // The scratch file and stderr share one offset once duplicated: rewinding one rewinds both.
+  lseek(fileno(scratch), 0, SEEK_SET);
+  const bool truncated = ftruncate(fileno(scratch), 0) == 0;
+  dup2(fileno(scratch), STDERR_FILENO);
+  Expected<Tensor> image = load_image(path, preprocessing);
+  std::fflush(stderr);
+  std::cerr.flush();
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+
+  std::string printed(4096, '\0');
+  const ssize_t got = truncated ? pread(fileno(scratch), printed.data(), printed.size(), 0) : 0;
+  printed.resize(got > 0 ? static_cast<size_t>(got) : 0);
+  if (image.ok() && printed.find("premature end of data segment") != std::string::npos) {
+    return Status::bad_argument(path + ": corrupt JPEG data (the image data ends early)");
+  }
+  return image;
+}
 
 Expected<Classifier> make_classifier(const ClassifierOptions& options) {
   DENSERT_ASSIGN_OR_RETURN(Graph graph, load_model(options.model));

@@ -43,6 +43,13 @@ std::vector<std::vector<float>> class_probabilities(const Classifier& classifier
 // The k most probable classes, best first.
 std::vector<std::pair<int64_t, float>> top_k(const std::vector<float>& probabilities, int64_t k);
 
+// load_image, with what the decoders print kept off the terminal. OpenCV and the codecs under
+// it (libpng, libjpeg, libtiff) write their own lines on stderr, for files densert reports in
+// one line anyway and as warnings for files that decode; while the command decodes, stderr goes
+// to a scratch file. One of those warnings does mean a broken file: libjpeg's "premature end of
+// data segment", after which it fills the rest of the image with grey; that image fails.
+Expected<Tensor> load_image_quietly(const std::string& path, const Preprocessing& preprocessing);
+
 // Joins [1, C, H, W] tensors into one [N, C, H, W] batch.
 Tensor stack_images(const std::vector<Tensor>& images);
 

@@ -29,6 +29,9 @@ CLI::Validator at_least(int64_t minimum);
 CLI::Validator in_range(int64_t minimum, int64_t maximum);
 // --threads: 0 (physical cores) to DENSERT_MAX_THREADS.
 CLI::Validator thread_count();
+// --batch: 1 to kMaxBatch.
+inline constexpr int64_t kMaxBatch = 65536;
+CLI::Validator batch_size();
 
 using Command = std::function<int()>;
 Command add_inspect_command(CLI::App& app);

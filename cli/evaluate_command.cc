@@ -1,6 +1,7 @@
 // `densert evaluate`: accuracy of a classifier on a labelled set (IDX files as in MNIST, or
 // one folder per class), with throughput and the classes it confuses most.
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -48,10 +49,14 @@ int run_evaluate(const EvaluateOptions& options) {
       by_name[classifier->labels[i]] = static_cast<int64_t>(i);
     std::error_code error;
     std::vector<std::filesystem::path> classes;
-    for (const auto& entry : std::filesystem::directory_iterator(options.folder, error)) {
-      if (entry.is_directory()) classes.push_back(entry.path());
+    std::filesystem::directory_iterator it(options.folder, error);
+    for (const std::filesystem::directory_iterator end; !error && it != end; it.increment(error)) {
+      std::error_code entry_error;
+      if (it->is_directory(entry_error)) classes.push_back(it->path());
     }
-    if (error) return report(Status::bad_argument(options.folder + ": " + error.message()));
+    if (error) {
+      return report(Status::bad_argument(options.folder + ": cannot be read: " + error.message()));
+    }
     std::sort(classes.begin(), classes.end());
     for (const auto& dir : classes) {
       const std::string name = dir.filename().string();
@@ -59,15 +64,25 @@ int run_evaluate(const EvaluateOptions& options) {
       if (by_name.count(name)) {
         label = by_name[name];
       } else if (!name.empty() && std::all_of(name.begin(), name.end(), ::isdigit)) {
-        label = std::stoll(name);
+        const auto [end, parsed] = std::from_chars(name.data(), name.data() + name.size(), label);
+        if (parsed != std::errc() || label >= classifier->classes) {
+          return report(Status::bad_argument(dir.string() + ": class index " + name +
+                                             " is not below the model's " +
+                                             std::to_string(classifier->classes) + " classes"));
+        }
       } else {
         return report(Status::bad_argument(
             dir.string() + ": folder name is neither a label of the model nor a class index"));
       }
       std::vector<std::string> files;
-      for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
-        if (entry.is_regular_file()) files.push_back(entry.path().string());
+      std::filesystem::directory_iterator images(dir, error);
+      for (const std::filesystem::directory_iterator end; !error && images != end;
+           images.increment(error)) {
+        std::error_code entry_error;
+        if (images->is_regular_file(entry_error)) files.push_back(images->path().string());
       }
+      if (error)
+        return report(Status::bad_argument(dir.string() + ": cannot be read: " + error.message()));
       std::sort(files.begin(), files.end());
       for (const auto& f : files)
         samples.push_back({f, label, nullptr});
@@ -82,6 +97,11 @@ int run_evaluate(const EvaluateOptions& options) {
     Expected<IdxArray> labels = read_idx(labels_path, 1);
     if (!labels.ok()) return report(labels.status());
     image_dims = images->dims;
+    if (image_dims[1] == 0 || image_dims[2] == 0) {
+      return report(Status::bad_argument(images_path + ": IDX images of " +
+                                         std::to_string(image_dims[1]) + "x" +
+                                         std::to_string(image_dims[2]) + " pixels"));
+    }
     if (labels->dims[0] != image_dims[0]) {
       return report(Status::bad_argument("IDX files disagree: " + std::to_string(image_dims[0]) +
                                          " images, " + std::to_string(labels->dims[0]) +
@@ -99,7 +119,9 @@ int run_evaluate(const EvaluateOptions& options) {
   if (samples.empty()) return report(Status::bad_argument("no labelled images found"));
 
   const int64_t classes = classifier->classes;
-  std::vector<std::vector<int64_t>> confusion(classes, std::vector<int64_t>(classes, 0));
+  // Per true class, how often each class was predicted: sparse, since a model may have many
+  // classes of which a test set shows a few.
+  std::vector<std::map<int64_t, int64_t>> confusion(static_cast<size_t>(classes));
   int64_t top1 = 0, top5 = 0, evaluated = 0, failed = 0;
   double engine_seconds = 0.0;
   for (size_t begin = 0; begin < samples.size(); begin += static_cast<size_t>(options.batch)) {
@@ -111,7 +133,7 @@ int run_evaluate(const EvaluateOptions& options) {
       Expected<Tensor> image =
           s.pixels ? preprocess_pixels(s.pixels, static_cast<int>(image_dims[1]),
                                        static_cast<int>(image_dims[2]), 1, preprocessing)
-                   : load_image(s.name, preprocessing);
+                   : load_image_quietly(s.name, preprocessing);
       if (!image.ok() || s.label < 0 || s.label >= classes) {
         std::fprintf(
             stderr, "densert: %s\n",
@@ -152,22 +174,27 @@ int run_evaluate(const EvaluateOptions& options) {
   std::vector<std::pair<double, int64_t>> recall;
   for (int64_t c = 0; c < classes; ++c) {
     int64_t total = 0;
-    for (int64_t v : confusion[c])
-      total += v;
-    if (total > 0) recall.emplace_back(static_cast<double>(confusion[c][c]) / total, c);
+    for (const auto& [predicted, count] : confusion[c])
+      total += count;
+    const auto right = confusion[c].find(c);
+    const int64_t correct = right == confusion[c].end() ? 0 : right->second;
+    if (total > 0) recall.emplace_back(static_cast<double>(correct) / total, c);
   }
   std::sort(recall.begin(), recall.end());
   std::printf("worst classes:\n");
   for (size_t i = 0; i < std::min<size_t>(3, recall.size()); ++i) {
     const int64_t c = recall[i].second;
-    int64_t confused = -1;
-    for (int64_t o = 0; o < classes; ++o) {
-      if (o != c && (confused < 0 || confusion[c][o] > confusion[c][confused])) confused = o;
+    int64_t confused = -1, confused_count = 0;
+    for (const auto& [predicted, count] : confusion[c]) {
+      if (predicted != c && count > confused_count) {
+        confused = predicted;
+        confused_count = count;
+      }
     }
     std::printf("  %-20s recall %.2f%%, most often taken for %s (%lld)\n",
                 classifier->label(c).c_str(), 100.0 * recall[i].first,
                 confused >= 0 ? classifier->label(confused).c_str() : "-",
-                static_cast<long long>(confused >= 0 ? confusion[c][confused] : 0));
+                static_cast<long long>(confused_count));
   }
   return failed > 0 ? kExitSomeInputsFailed : kExitOk;
 }
@@ -191,7 +218,7 @@ Command add_evaluate_command(CLI::App& app) {
       ->excludes(idx_images)
       ->excludes(idx_labels);
   sub->add_option("--batch", options->batch, "Images per engine run (default 64)")
-      ->check(at_least(1));
+      ->check(batch_size());
   sub->add_option("--limit", options->limit, "Evaluate at most this many images")
       ->check(at_least(0));
   return [options] { return run_evaluate(*options); };

@@ -90,7 +90,7 @@ Command add_inspect_command(CLI::App& app) {
   sub->add_option("model", options->model, "ONNX model file")->required();
   sub->add_flag("--ir", options->print_ir, "Print the imported IR as text");
   sub->add_flag("--plan", options->print_plan, "Print the optimized execution plan");
-  sub->add_option("--batch", options->batch, "Batch size for --plan")->check(at_least(1));
+  sub->add_option("--batch", options->batch, "Batch size for --plan")->check(batch_size());
   return [options] { return run_inspect(*options); };
 }
 

@@ -37,6 +37,10 @@ CLI::Validator thread_count() {
   return in_range(0, DENSERT_MAX_THREADS);
 }
 
+CLI::Validator batch_size() {
+  return in_range(1, kMaxBatch);
+}
+
 int report(const Status& status) {
   std::fprintf(stderr, "densert: %s\n", status.to_string().c_str());
   switch (status.kind()) {
@@ -60,6 +64,10 @@ int main(int argc, char** argv) {
   CLI::App app("densert: a fast inference runtime for DenseNets", "densert");
   app.set_version_flag("--version", std::string("densert ") + DENSERT_VERSION);
   app.require_subcommand(1);
+  // One line, like every other densert error.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return "densert: " + std::string(e.what()) + " (see densert --help)\n";
+  });
   std::map<CLI::App*, Command> commands;
   const auto add = [&](Command (*factory)(CLI::App&)) {
     const size_t before = app.get_subcommands({}).size();

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 
 #include "cli/commands.h"
 #include "importer/onnx_importer.h"
@@ -21,16 +22,28 @@ struct RunOptions {
   int threads = 0;
 };
 
-// Output file for one of several outputs: out.npy -> out.<name>.npy.
-std::string output_path(const std::string& base, const std::string& name, size_t count) {
-  if (count == 1) return base;
-  std::filesystem::path path(base);
-  std::string safe = name;
-  std::replace_if(
-      safe.begin(), safe.end(), [](char c) { return c == '/' || c == ':'; }, '_');
+// Output files: out.npy for one output; for several, out.<name>.npy, or out.<index>.<name>.npy
+// for all of them when two names would give one file (a listed twice, or a/b beside a_b).
+std::vector<std::string> output_paths(const std::string& base,
+                                      const std::vector<std::string>& names) {
+  if (names.size() == 1) return {base};
+  const std::filesystem::path path(base);
   const std::string stem =
       path.extension() == ".npy" ? path.stem().string() : path.filename().string();
-  return (path.parent_path() / (stem + "." + safe + ".npy")).string();
+  const auto make = [&](bool numbered) {
+    std::vector<std::string> paths;
+    for (size_t i = 0; i < names.size(); ++i) {
+      std::string safe = names[i];
+      std::replace_if(
+          safe.begin(), safe.end(), [](char c) { return c == '/' || c == ':'; }, '_');
+      if (numbered) safe = std::to_string(i) + "." + safe;
+      paths.push_back((path.parent_path() / (stem + "." + safe + ".npy")).string());
+    }
+    return paths;
+  };
+  std::vector<std::string> paths = make(false);
+  if (std::set<std::string>(paths.begin(), paths.end()).size() < paths.size()) paths = make(true);
+  return paths;
 }
 
 int run_run(const RunOptions& options) {
@@ -88,6 +101,10 @@ int run_run(const RunOptions& options) {
     outputs = (*engine)->run(inputs);
   }
   if (!outputs.ok()) return report(outputs.status());
+  std::vector<std::string> names;
+  for (ValueId out : graph->outputs)
+    names.push_back(graph->value(out).name);
+  const std::vector<std::string> paths = output_paths(options.output, names);
   for (size_t i = 0; i < outputs->size(); ++i) {
     const Tensor& out = (*outputs)[i];
     const std::string& name = graph->value(graph->outputs[i]).name;
@@ -104,7 +121,7 @@ int run_run(const RunOptions& options) {
                 dims_to_string(out.dims).c_str(), lo, hi,
                 out.data.empty() ? 0.0 : sum / static_cast<double>(out.data.size()));
     if (!options.output.empty()) {
-      const std::string path = output_path(options.output, name, outputs->size());
+      const std::string& path = paths[i];
       Status written = write_npy(path, out);
       if (!written.ok()) return report(written);
       std::printf("  written to %s\n", path.c_str());

@@ -15,6 +15,7 @@
 
 #include "importer/model_loader.h"
 #include "importer/onnx_importer.h"
+#include "runtime/host.h"
 #include "runtime/log.h"
 #include "runtime/reference_executor.h"
 #include "runtime/shape_inference.h"
@@ -955,6 +956,17 @@ Expected<Graph> Lowering::run() {
   for (const auto& prop : model_.metadata_props())
     graph_.metadata[prop.key()] = prop.value();
   DENSERT_RETURN_IF_ERROR(graph_.validate());
+  // An activation without elements (a convolution with no output channels, say) has nothing to
+  // compute and no layout that kernels take.
+  for (const Node& node : graph_.nodes) {
+    for (ValueId out : node.outputs) {
+      const Dims& dims = graph_.value(out).dims;
+      if (graph_.value(out).is_constant() || std::find(dims.begin(), dims.end(), 0) == dims.end())
+        continue;
+      return Status::unsupported(node.describe() + ": output \"" + graph_.value(out).name +
+                                 "\" has shape " + dims_to_string(dims) + ", with no elements");
+    }
+  }
   return std::move(graph_);
 }
 
@@ -981,10 +993,7 @@ Expected<Graph> import_onnx_buffer(const void* data, size_t size,
 }
 
 Expected<Graph> import_onnx_file(const std::string& path) {
-  std::error_code error;
-  if (std::filesystem::is_directory(path, error)) {
-    return Status::bad_argument(path + ": is a folder, not an .onnx file");
-  }
+  DENSERT_RETURN_IF_ERROR(check_regular_file(path, "an .onnx file"));
   std::ifstream file(path, std::ios::binary);
   if (!file) return Status::bad_argument(path + ": cannot open model file");
   Expected<LoadedModel> loaded = parse_onnx_model(file);

@@ -82,8 +82,13 @@ Status inline_external_data(onnx::TensorProto& tensor, const std::string& dir) {
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   if (!file) return Status::invalid_model(what + " file " + path.string() + " cannot be opened");
   const int64_t file_size = static_cast<int64_t>(file.tellg());
+  if (offset > file_size) {
+    return Status::invalid_model(what + " offset " + std::to_string(offset) +
+                                 " is past the end of " + path.string() + " (" +
+                                 std::to_string(file_size) + " bytes)");
+  }
   if (length < 0) length = file_size - offset;
-  if (offset < 0 || length < 0 || offset > file_size || length > file_size - offset) {
+  if (offset < 0 || length < 0 || length > file_size - offset) {
     return Status::invalid_model(what + " range [" + std::to_string(offset) + ", +" +
                                  std::to_string(length) + ") exceeds " + path.string() + " of " +
                                  std::to_string(file_size) + " bytes");
@@ -362,6 +367,26 @@ Status check_window_op(const onnx::NodeProto& node, int index, const RankTracker
       if (window && value <= 0) {
         return Status::invalid_model(where + ": attribute " + name + " holds " +
                                      std::to_string(value) + ", expected a positive value");
+      }
+    }
+  }
+  // A pooling window that can lie wholly in the padding has no defined value (PyTorch refuses
+  // such pads; runtimes disagree on what they give).
+  if (!conv) {
+    const onnx::AttributeProto* kernel = nullptr;
+    const onnx::AttributeProto* pads = nullptr;
+    for (const auto& attr : node.attribute()) {
+      if (attr.name() == "kernel_shape") kernel = &attr;
+      if (attr.name() == "pads") pads = &attr;
+    }
+    if (kernel && pads && pads->ints_size() == 2 * kernel->ints_size()) {
+      for (int i = 0; i < pads->ints_size(); ++i) {
+        const int64_t k = kernel->ints(i % kernel->ints_size());
+        if (pads->ints(i) >= k) {
+          return Status::unsupported(where + ": pad " + std::to_string(pads->ints(i)) +
+                                     " is not smaller than the kernel (" + std::to_string(k) +
+                                     "), so some windows hold only padding");
+        }
       }
     }
   }

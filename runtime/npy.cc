@@ -1,11 +1,15 @@
 // A small .npy codec: the header is a Python dict literal with descr, fortran_order and shape.
 #include "runtime/npy.h"
 
+#include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
+
+#include "runtime/host.h"
 
 namespace densert {
 namespace {
@@ -35,10 +39,7 @@ void convert(const char* bytes, Tensor& tensor) {
 }  // namespace
 
 Expected<Tensor> read_npy(const std::string& path) {
-  std::error_code error;
-  if (std::filesystem::is_directory(path, error)) {
-    return Status::bad_argument(path + ": is a folder, not a .npy file");
-  }
+  DENSERT_RETURN_IF_ERROR(check_regular_file(path, "a .npy file"));
   std::ifstream file(path, std::ios::binary);
   if (!file) return Status::bad_argument(path + ": cannot open .npy file");
   const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
@@ -67,23 +68,35 @@ Expected<Tensor> read_npy(const std::string& path) {
   if (header_field(header, "fortran_order") == "True")
     return bad("Fortran-ordered arrays are not supported");
   const std::string descr = header_field(header, "descr");
+  if (descr.empty()) return bad("header has no descr (element type)");
   const std::string shape_text = header_field(header, "shape");
-  if (shape_text.empty() || shape_text.front() != '(') return bad("header has no shape");
+  if (shape_text.empty() || shape_text.front() != '(' || shape_text.back() != ')') {
+    std::string shown = shape_text.substr(0, 40);
+    std::replace_if(
+        shown.begin(), shown.end(), [](unsigned char c) { return c < 0x20 || c >= 0x7f; }, ' ');
+    shown.erase(shown.find_last_not_of(' ') + 1);
+    return bad(shape_text.empty() ? "header has no shape" : "malformed shape " + shown);
+  }
+  // "(2, 3, 32, 32)", "(5,)" or "()": whole numbers separated by commas.
   Dims dims;
-  size_t pos = 1;
-  while (pos < shape_text.size()) {
-    const size_t next = shape_text.find_first_of(",)", pos);
-    const std::string item = shape_text.substr(pos, next - pos);
-    if (item.find_first_not_of(' ') != std::string::npos) {
-      try {
-        const long long d = std::stoll(item);
-        if (d < 0) return bad("negative dim in shape " + shape_text);
-        dims.push_back(d);
-      } catch (const std::exception&) {
+  const std::string inside = shape_text.substr(1, shape_text.size() - 2);
+  size_t pos = 0;
+  while (pos < inside.size()) {
+    const size_t next = std::min(inside.find(',', pos), inside.size());
+    const size_t first = inside.find_first_not_of(' ', pos);
+    const size_t last = inside.find_last_not_of(' ', next - 1);
+    const bool blank = first == std::string::npos || first >= next;
+    // Only the last item may be blank: the trailing comma of "(5,)".
+    if (blank && next < inside.size()) return bad("malformed shape " + shape_text);
+    if (!blank) {
+      int64_t d = 0;
+      const auto [stop, error] =
+          std::from_chars(inside.data() + first, inside.data() + last + 1, d);
+      if (error != std::errc() || stop != inside.data() + last + 1)
         return bad("malformed shape " + shape_text);
-      }
+      if (d < 0) return bad("negative dim in shape " + shape_text);
+      dims.push_back(d);
     }
-    if (next == std::string::npos) break;
     pos = next + 1;
   }
   int64_t count = 1;

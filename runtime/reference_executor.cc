@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "runtime/host.h"
 #include "runtime/shape_inference.h"
 
 namespace densert {
@@ -464,7 +465,23 @@ Expected<int64_t> batch_from_inputs(const Graph& graph, const std::vector<Tensor
 }
 
 Expected<std::vector<Tensor>> run_reference(const Graph& graph, const std::vector<Tensor>& inputs) {
-  DENSERT_RETURN_IF_ERROR(batch_from_inputs(graph, inputs).status());
+  DENSERT_ASSIGN_OR_RETURN(const int64_t batch, batch_from_inputs(graph, inputs));
+  // A value larger than the machine's memory is refused before anything is allocated.
+  DENSERT_ASSIGN_OR_RETURN(const std::vector<Dims> dims, infer_shapes(graph, batch));
+  if (const int64_t memory = physical_memory_bytes(); memory > 0) {
+    for (size_t v = 0; v < dims.size(); ++v) {
+      if (graph.values[v].is_constant()) continue;
+      int64_t bytes = 4;
+      for (int64_t d : dims[v])
+        bytes = d == 0 || bytes <= INT64_MAX / d ? bytes * d : INT64_MAX;
+      if (bytes > memory) {
+        return Status::unsupported("value \"" + graph.values[v].name + "\" of shape " +
+                                   dims_to_string(dims[v]) + " takes " + bytes_to_string(bytes) +
+                                   ", more than this machine's memory (" + bytes_to_string(memory) +
+                                   ")");
+      }
+    }
+  }
 
   // Values live until their last reader has run.
   std::vector<int> remaining_reads(graph.values.size(), 0);

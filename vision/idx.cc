@@ -4,9 +4,14 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+
+#include "runtime/host.h"
+
 namespace densert {
 
 Expected<IdxArray> read_idx(const std::string& path, int rank) {
+  DENSERT_RETURN_IF_ERROR(check_regular_file(path, "an IDX file"));
   gzFile file = gzopen(path.c_str(), "rb");
   if (!file) return Status::bad_argument(path + ": cannot open IDX file");
   std::vector<unsigned char> bytes;
@@ -34,9 +39,11 @@ Expected<IdxArray> read_idx(const std::string& path, int rank) {
   // The claimed count can exceed 2^64 (three 32-bit sizes), so it is compared dim by dim
   // against what the file holds instead of being multiplied out.
   const int64_t held = static_cast<int64_t>(bytes.size() - offset);
-  int64_t count = 1;
+  const bool empty = std::find(array.dims.begin(), array.dims.end(), 0) != array.dims.end();
+  int64_t count = empty ? 0 : 1;
   for (int64_t size : array.dims) {
-    if (size != 0 && count > held / size) {
+    if (empty) break;
+    if (count > held / size) {
       std::string claimed;
       for (int64_t d : array.dims)
         claimed += (claimed.empty() ? "" : " x ") + std::to_string(d);

@@ -5,6 +5,7 @@
 #include "vision/preprocess.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -17,6 +18,8 @@
 #include <sstream>
 #include <tuple>
 
+#include "runtime/host.h"
+
 namespace densert {
 namespace {
 
@@ -27,7 +30,7 @@ Status bad_image(const std::string& name, const std::string& cause) {
 // Beyond these, decoding and the float copies of the pixels take gigabytes: a file that claims
 // more is refused before it is decoded, where its header can be read.
 constexpr int64_t kMaxPixels = int64_t{1} << 27;
-constexpr int64_t kMaxSide = 16384;
+constexpr int64_t kMaxSide = 8192;
 
 std::string pixels_cause(int64_t width, int64_t height) {
   return std::to_string(width) + "x" + std::to_string(height) +
@@ -245,6 +248,17 @@ Status validate(const Preprocessing& p, const Dims& input_dims) {
   for (float s : p.std) {
     if (s == 0.0f) return Status::bad_argument("preprocessing std has a zero");
   }
+  // A value beyond float's range (1e39 reads as infinity) or a denormal std would turn every
+  // pixel into infinity or NaN.
+  const auto finite = [](float v) { return std::isfinite(v); };
+  if (!finite(p.scale) || p.scale == 0.0f)
+    return Status::bad_argument("preprocessing scale must be a finite number other than 0");
+  if (!std::all_of(p.mean.begin(), p.mean.end(), finite))
+    return Status::bad_argument("preprocessing mean must hold finite numbers");
+  for (float s : p.std) {
+    if (!std::isnormal(s))
+      return Status::bad_argument("preprocessing std must hold finite numbers of at least 1e-38");
+  }
   return Status();
 }
 
@@ -282,60 +296,71 @@ Expected<Preprocessing> parse_preprocessing(const std::string& text, const Dims&
                                   "layout)");
     }
   }
+  const auto wrong = [](const std::string& key, const std::string& expected) {
+    return Status::bad_argument("preprocessing \"" + key + "\" must be " + expected);
+  };
+  const auto text_of = [&](const std::string& key) -> Expected<std::string> {
+    if (!json[key].is_string()) return wrong(key, "a string");
+    return json[key].get<std::string>();
+  };
   Preprocessing p;
   std::tie(p.height, p.width) = model_image_size(input_dims);
-  try {
-    if (json.contains("resize")) {
-      const std::string resize = json["resize"].get<std::string>();
-      if (resize == "direct") {
-        p.resize = Preprocessing::Resize::kDirect;
-      } else if (resize == "shorter_side_center_crop") {
-        p.resize = Preprocessing::Resize::kShorterSideThenCenterCrop;
-        p.resize_to = json.value("resize_to", int64_t{256});
-      } else {
-        return Status::bad_argument("preprocessing resize \"" + resize +
-                                    "\" is not direct or shorter_side_center_crop");
-      }
+  if (json.contains("resize")) {
+    DENSERT_ASSIGN_OR_RETURN(const std::string resize, text_of("resize"));
+    if (resize == "direct") {
+      p.resize = Preprocessing::Resize::kDirect;
+    } else if (resize == "shorter_side_center_crop") {
+      p.resize = Preprocessing::Resize::kShorterSideThenCenterCrop;
+      p.resize_to = 256;  // unless resize_to says otherwise
+    } else {
+      return Status::bad_argument("preprocessing resize \"" + resize +
+                                  "\" is not direct or shorter_side_center_crop");
     }
-    if (json.contains("resize_to") && p.resize != Preprocessing::Resize::kShorterSideThenCenterCrop)
+  }
+  if (json.contains("resize_to")) {
+    if (p.resize != Preprocessing::Resize::kShorterSideThenCenterCrop) {
       return Status::bad_argument(
-          "preprocessing resize_to needs \"resize\": "
-          "\"shorter_side_center_crop\"");
-    if (json.contains("size")) {
-      const auto size = json["size"].get<std::vector<int64_t>>();
-      if (size.size() != 2 || size[0] <= 0 || size[1] <= 0) {
-        return Status::bad_argument("preprocessing size must be [height, width], both positive");
-      }
-      p.height = size[0];
-      p.width = size[1];
+          "preprocessing resize_to needs \"resize\": \"shorter_side_center_crop\"");
     }
-    if (json.contains("color")) {
-      const std::string color = json["color"].get<std::string>();
-      if (color == "rgb" || color == "RGB") {
-        p.color = Preprocessing::Color::kRgb;
-      } else if (color == "bgr" || color == "BGR") {
-        p.color = Preprocessing::Color::kBgr;
-      } else if (color == "gray" || color == "grey") {
-        p.color = Preprocessing::Color::kGray;
-      } else {
-        return Status::bad_argument("preprocessing color \"" + color +
-                                    "\" is not rgb, bgr or gray");
-      }
+    if (!json["resize_to"].is_number_integer()) return wrong("resize_to", "a whole number");
+    p.resize_to = json["resize_to"].get<int64_t>();
+  }
+  if (json.contains("size")) {
+    const nlohmann::json& size = json["size"];
+    if (!size.is_array() || size.size() != 2 || !size[0].is_number_integer() ||
+        !size[1].is_number_integer() || size[0].get<int64_t>() <= 0 ||
+        size[1].get<int64_t>() <= 0) {
+      return Status::bad_argument("preprocessing size must be [height, width], two positive whole numbers");
     }
-    if (json.contains("scale")) p.scale = json["scale"].get<float>();
-    if (json.contains("mean")) {
-      DENSERT_ASSIGN_OR_RETURN(p.mean, float_list(json["mean"], "mean"));
+    p.height = size[0].get<int64_t>();
+    p.width = size[1].get<int64_t>();
+  }
+  if (json.contains("color")) {
+    DENSERT_ASSIGN_OR_RETURN(const std::string color, text_of("color"));
+    if (color == "rgb" || color == "RGB") {
+      p.color = Preprocessing::Color::kRgb;
+    } else if (color == "bgr" || color == "BGR") {
+      p.color = Preprocessing::Color::kBgr;
+    } else if (color == "gray" || color == "grey") {
+      p.color = Preprocessing::Color::kGray;
+    } else {
+      return Status::bad_argument("preprocessing color \"" + color + "\" is not rgb, bgr or gray");
     }
-    if (json.contains("std")) {
-      DENSERT_ASSIGN_OR_RETURN(p.std, float_list(json["std"], "std"));
-    }
-    if (json.contains("layout") && json["layout"].get<std::string>() != "NCHW") {
-      return Status::unsupported("preprocessing layout \"" + json["layout"].get<std::string>() +
-                                 "\"; densert feeds NCHW");
-    }
-  } catch (const nlohmann::json::exception& e) {
-    return Status::bad_argument(std::string("preprocessing has a field of the wrong type: ") +
-                                e.what());
+  }
+  if (json.contains("scale")) {
+    if (!json["scale"].is_number()) return wrong("scale", "a number");
+    p.scale = json["scale"].get<float>();
+  }
+  if (json.contains("mean")) {
+    DENSERT_ASSIGN_OR_RETURN(p.mean, float_list(json["mean"], "mean"));
+  }
+  if (json.contains("std")) {
+    DENSERT_ASSIGN_OR_RETURN(p.std, float_list(json["std"], "std"));
+  }
+  if (json.contains("layout")) {
+    DENSERT_ASSIGN_OR_RETURN(const std::string layout, text_of("layout"));
+    if (layout != "NCHW")
+      return Status::bad_argument("preprocessing layout \"" + layout + "\": densert feeds NCHW");
   }
   DENSERT_RETURN_IF_ERROR(validate(p, input_dims));
   return p;
@@ -479,9 +504,7 @@ Expected<Tensor> preprocess_mat(const cv::Mat& decoded, const std::string& name,
 // The whole file, or the reason it cannot be read. A directory opens as a file on Linux and
 // fails only on the first read, so it is caught first.
 Expected<std::vector<unsigned char>> read_file(const std::string& path) {
-  std::error_code error;
-  if (std::filesystem::is_directory(path, error))
-    return Status::bad_argument(path + ": is a folder, not a file");
+  DENSERT_RETURN_IF_ERROR(check_regular_file(path, "a file"));
   std::ifstream file(path, std::ios::binary);
   if (!file) return Status::bad_argument(path + ": cannot be opened");
   std::vector<unsigned char> bytes;

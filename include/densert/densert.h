@@ -81,8 +81,9 @@ DENSERT_API densert_status densert_model_input_info(const densert_model* model, 
                                                     densert_tensor_info* info);
 DENSERT_API densert_status densert_model_output_info(const densert_model* model, size_t index,
                                                      densert_tensor_info* info);
-/* Class name from the model's metadata, or NULL through *label if it has none. Metadata labels
- * that are not a JSON array of strings, one per class, give DENSERT_INVALID_MODEL. */
+/* Class name from the model's metadata, or NULL through *label if it has none. An index that is
+ * not below the number of labels gives DENSERT_BAD_ARGUMENT; metadata labels that are not a JSON
+ * array of strings, one per class, give DENSERT_INVALID_MODEL. */
 DENSERT_API densert_status densert_model_label(const densert_model* model, int64_t index,
                                                const char** label);
 

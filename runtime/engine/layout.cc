@@ -5,6 +5,7 @@
 #include <string>
 
 #include "runtime/engine/plan.h"
+#include "runtime/host.h"
 #include "runtime/log.h"
 #include "runtime/memory_planner.h"
 
@@ -267,6 +268,11 @@ Status Engine::Plan::plan_memory_requests() {
   request_offsets = plan.offsets;
   arena_bytes = plan.arena_bytes;
   summary.arena_bytes = plan.arena_bytes;
+  if (const int64_t memory = physical_memory_bytes(); memory > 0 && arena_bytes > memory) {
+    return Status::unsupported("the plan's activations take " + bytes_to_string(arena_bytes) +
+                               " per image, more than this machine's memory (" +
+                               bytes_to_string(memory) + ")");
+  }
   for (size_t b = 0; b < graph.blocks.size(); ++b) {
     const DenseBlock& block = graph.blocks[b];
     const Placement& last =

@@ -181,6 +181,20 @@ TEST(CApi, BadImagesAreBadArgumentsNamingTheFile) {
   densert_model_destroy(model);
 }
 
+TEST(CApi, LabelIndexMustBeBelowTheClassCount) {
+  const std::string path = densert::testing::source_dir() + "/models/fashion_densenet.onnx";
+  densert_model* model = nullptr;
+  ASSERT_EQ(densert_model_load_file(path.c_str(), nullptr, &model), DENSERT_OK);
+  const char* label = nullptr;
+  ASSERT_EQ(densert_model_label(model, 9, &label), DENSERT_OK);
+  EXPECT_STREQ(label, "ankle boot");
+  EXPECT_EQ(densert_model_label(model, 10, &label), DENSERT_BAD_ARGUMENT);
+  EXPECT_EQ(label, nullptr);
+  EXPECT_STREQ(densert_last_error(),
+               "densert_model_label: index 10 is not below the model's 10 classes");
+  densert_model_destroy(model);
+}
+
 // A model whose metadata names too few classes still loads and runs; asking for a label says
 // what is wrong with the metadata.
 TEST(CApi, MetadataLabelsMustNameEveryClass) {

@@ -9,8 +9,11 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <sstream>
 #include <vector>
 
@@ -228,6 +231,11 @@ TEST(Cli, OutOfRangeOptionsAreUsageErrors) {
       {"run --threads 2000 -m " + cifar + " -i x.npy", "--threads: must be at most 1024, got 2000"},
       {"bench --threads 1025 -m " + cifar, "--threads: must be at most 1024, got 1025"},
       {"evaluate --limit -1", "--limit: must be at least 0, got -1"},
+      {"bench --batch 65537 -m " + cifar, "--batch: must be at most 65536, got 65537"},
+      {"bench --seconds inf -m " + cifar,
+       "--seconds: expects seconds above 0 and at most 86400, got \"inf\""},
+      {"bench --seconds -5 -m " + cifar,
+       "--seconds: expects seconds above 0 and at most 86400, got \"-5\""},
       {"evaluate --idx-images images.idx", "--idx-images requires --idx-labels"},
       {"evaluate --idx-labels labels.idx", "--idx-labels requires --idx-images"},
       {"evaluate --idx-images images.idx --idx-labels labels.idx --dir photos",
@@ -236,8 +244,9 @@ TEST(Cli, OutOfRangeOptionsAreUsageErrors) {
   for (const auto& [arguments, message] : cases) {
     const CommandResult result = densert(arguments);
     EXPECT_EQ(result.exit_code, 2) << arguments;
-    EXPECT_EQ(result.stderr_text.rfind(message + "\n", 0), 0u) << arguments << "\n"
-                                                               << result.stderr_text;
+    EXPECT_EQ(result.stderr_text, "densert: " + message + " (see densert --help)\n")
+        << arguments << "\n"
+        << result.stderr_text;
   }
 }
 
@@ -396,6 +405,152 @@ TEST(Run, StatisticsOfAnAllNanOutputAreNan) {
                                        " -i " + dir.file("nan.npy"));
   ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
   EXPECT_EQ(result.stdout_text, "y: f32[1,3,2,2] min nan max nan mean nan\n");
+}
+
+// x [N, dims...] -> Identity -> each of `outputs`, as ONNX opset 13.
+void write_identity_model(const std::string& path, const std::vector<std::string>& outputs,
+                          const std::vector<int64_t>& dims) {
+  onnx::ModelProto model;
+  model.set_ir_version(7);
+  model.add_opset_import()->set_version(13);
+  onnx::GraphProto* graph = model.mutable_graph();
+  graph->set_name("identity");
+  const auto declare = [&](onnx::ValueInfoProto* value, const std::string& name) {
+    value->set_name(name);
+    auto* tensor = value->mutable_type()->mutable_tensor_type();
+    tensor->set_elem_type(onnx::TensorProto::FLOAT);
+    tensor->mutable_shape()->add_dim()->set_dim_param("N");
+    for (int64_t d : dims)
+      tensor->mutable_shape()->add_dim()->set_dim_value(d);
+  };
+  declare(graph->add_input(), "x");
+  for (const std::string& name : outputs) {
+    onnx::NodeProto* node = graph->add_node();
+    node->set_op_type("Identity");
+    node->set_name("to " + name);
+    node->add_input("x");
+    node->add_output(name);
+    declare(graph->add_output(), name);
+  }
+  std::ofstream out(path, std::ios::binary);
+  ASSERT_TRUE(model.SerializeToOstream(&out));
+}
+
+// Two output names that make one file name each get a numbered file.
+TEST(Run, OutputsWhoseFileNamesCollideAreNumbered) {
+  testing::TempDir dir;
+  write_identity_model(dir.file("m.onnx"), {"y/1", "y_1"}, {2});
+  Tensor x({1, 2});
+  x.data = {1.5f, -2.0f};
+  ASSERT_TRUE(write_npy(dir.file("x.npy"), x).ok());
+  const CommandResult result = densert("run -m " + dir.file("m.onnx") + " -i " + dir.file("x.npy") +
+                                       " -o " + dir.file("out.npy"));
+  ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
+  for (const char* name : {"out.0.y_1.npy", "out.1.y_1.npy"}) {
+    Expected<Tensor> written = read_npy(dir.file(name));
+    ASSERT_TRUE(written.ok()) << name;
+    EXPECT_EQ(written->data, x.data);
+  }
+}
+
+// Inputs are allocated only when they fit: 65536 images of 3x1024x1024 would take 768 GiB.
+TEST(Bench, InputsLargerThanMemoryAreRefused) {
+  testing::TempDir dir;
+  write_identity_model(dir.file("m.onnx"), {"y"}, {3, 1024, 1024});
+  const CommandResult result = densert("bench --batch 65536 -m " + dir.file("m.onnx"));
+  EXPECT_EQ(result.exit_code, 4);
+  EXPECT_EQ(result.stderr_text.rfind(
+                "densert: bad argument: --batch 65536: the inputs alone take 768 GiB, more than "
+                "half of this machine's memory (",
+                0),
+            0u)
+      << result.stderr_text;
+}
+
+// A device, a link to nothing and a subfolder's link to a real image: each bad one is one line
+// and the good one is still classified.
+TEST(Classify, DevicesAndBrokenLinksFailOneLineEach) {
+  testing::TempDir dir;
+  const std::filesystem::path root(dir.path());
+  std::filesystem::create_symlink("/nonexistent/gone.png", root / "gone.png");
+  std::filesystem::create_directory(root / "sub");
+  std::filesystem::create_symlink(source_dir() + "/examples/images/bag.png",
+                                  root / "sub" / "bag_link.png");
+  const CommandResult result = densert("classify --top 1 -r " + dir.path() + " /dev/zero");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(result.stderr_text, "densert: " + dir.file("gone.png") +
+                                    ": is a link to nothing\n"
+                                    "densert: /dev/zero: is a device, pipe or socket, not a file\n"
+                                    "densert: 2 of 3 images could not be classified\n");
+  EXPECT_NE(result.stdout_text.find("bag_link.png"), std::string::npos) << result.stdout_text;
+  EXPECT_NE(result.stdout_text.find(" bag "), std::string::npos) << result.stdout_text;
+}
+
+// JSON output stays valid when a label or a file name is not UTF-8.
+TEST(Classify, JsonReplacesBytesThatAreNotUtf8) {
+  testing::TempDir dir;
+  std::string labels;
+  for (int i = 0; i < 9; ++i)
+    labels += "label " + std::to_string(i) + "\n";
+  labels += "bad \xff\xfe label\n";
+  ASSERT_TRUE(testing::write_file(dir.file("labels.txt"), labels));
+  const CommandResult result =
+      densert("classify --json --top 10 --labels " + dir.file("labels.txt") + " " + source_dir() +
+              "/examples/images/bag.png");
+  ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
+  const nlohmann::json record = nlohmann::json::parse(result.stdout_text, nullptr, false);
+  ASSERT_FALSE(record.is_discarded()) << result.stdout_text;
+  ASSERT_EQ(record["top"].size(), 10u);
+  bool replaced = false;
+  for (const auto& entry : record["top"])
+    replaced = replaced || entry["label"] == "bad \xEF\xBF\xBD\xEF\xBF\xBD label";
+  EXPECT_TRUE(replaced) << result.stdout_text;
+}
+
+// A BMP cut short makes OpenCV print its own error; a JPEG whose data ends before its end
+// marker makes libjpeg warn and fill the rest with grey. Each gives one densert line.
+TEST(Classify, DecoderMessagesStayOffTheTerminal) {
+  testing::TempDir dir;
+  cv::Mat noise(64, 64, CV_8UC3);
+  cv::randu(noise, 0, 255);
+  std::vector<unsigned char> bmp, jpeg;
+  ASSERT_TRUE(cv::imencode(".bmp", noise, bmp));
+  ASSERT_TRUE(cv::imencode(".jpg", noise, jpeg));
+  ASSERT_TRUE(testing::write_file(dir.file("cut.bmp"),
+                                  std::string(bmp.begin(), bmp.begin() + bmp.size() / 2)));
+  ASSERT_TRUE(testing::write_file(
+      dir.file("cut.jpg"), std::string(jpeg.begin(), jpeg.begin() + jpeg.size() / 2) + "\xFF\xD9"));
+  const CommandResult result =
+      densert("classify --top 1 " + dir.file("cut.bmp") + " " + dir.file("cut.jpg") + " " +
+              source_dir() + "/examples/images/bag.png");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(result.stderr_text, "densert: " + dir.file("cut.bmp") +
+                                    ": not a readable image (JPEG, PNG, BMP, WebP or TIFF)\n"
+                                    "densert: " +
+                                    dir.file("cut.jpg") +
+                                    ": corrupt JPEG data (the image data ends early)\n"
+                                    "densert: 2 of 3 images could not be classified\n");
+}
+
+TEST(Evaluate, BadClassFoldersAreBadArguments) {
+  testing::TempDir dir;
+  const std::filesystem::path root(dir.path());
+  std::filesystem::create_directories(root / "big" / "99999999999999999999");
+  std::filesystem::create_directories(root / "ten" / "10");
+  std::filesystem::create_directory(root / "loop");
+  std::filesystem::create_symlink("x", root / "loop" / "x");
+  const std::pair<std::string, std::string> cases[] = {
+      {"big", (root / "big" / "99999999999999999999").string() +
+                  ": class index 99999999999999999999 is not below the model's 10 classes"},
+      {"ten", (root / "ten" / "10").string() + ": class index 10 is not below the model's 10 "
+                                               "classes"},
+      {"loop", "no labelled images found"},
+  };
+  for (const auto& [folder, message] : cases) {
+    const CommandResult result = densert("evaluate --dir " + (root / folder).string());
+    EXPECT_EQ(result.exit_code, 4) << folder;
+    EXPECT_EQ(result.stderr_text, "densert: bad argument: " + message + "\n") << folder;
+  }
 }
 
 }  // namespace

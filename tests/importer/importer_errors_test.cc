@@ -630,6 +630,29 @@ TEST(ImporterGraph, ConvInputRanksThatFollowFromEarlierOpsAreChecked) {
   }
 }
 
+TEST(ImporterGraph, EmptyActivationsAndPoolsOfPaddingAreRefused) {
+  onnx::ModelProto model = tiny_model();
+  onnx::TensorProto* w = find_initializer(model, "w");
+  w->set_dims(0, 0);
+  w->clear_float_data();
+  find_initializer(model, "b")->set_dims(0, 0);
+  find_initializer(model, "b")->clear_float_data();
+  find_initializer(model, "fc_w")->set_dims(1, 0);
+  find_initializer(model, "fc_w")->clear_float_data();
+  expect_error(import_model(model), ErrorKind::kUnsupported,
+               R"(node "conv" (Conv): output "conv_out" has shape [N,0,6,6], with no elements)");
+
+  model = tiny_model();
+  find_node(model, "relu")->set_output(0, "relu_raw");
+  auto* pool = add_node(model.mutable_graph(), "MaxPool", "pool", {"relu_raw"}, {"relu_out"});
+  set_ints(pool, "kernel_shape", {2, 2});
+  set_ints(pool, "pads", {0, 0, 2, 0});
+  reorder(model, {"conv", "relu", "pool", "gap", "flatten", "fc"});
+  expect_error(import_model(model), ErrorKind::kUnsupported,
+               R"(node "pool" (MaxPool): pad 2 is not smaller than the kernel (2), so some )"
+               "windows hold only padding");
+}
+
 // ONNX's inference would wrap a dim above 2^31 - 1 (4294967304 comes out as 8).
 TEST(ImporterGraph, DimsAboveInt32AreRefused) {
   onnx::ModelProto model = tiny_model();

@@ -428,6 +428,35 @@ TEST(EnginePlan, ReshapeThatFoldsTheBatchIsRefused) {
   EXPECT_EQ(dims_to_string(reference->at(0).dims), "[96]");
 }
 
+// Activations larger than the machine's memory are refused when the plan is made (or, by the
+// reference executor, before it allocates), not left to fail midway.
+TEST(EnginePlan, ActivationsBeyondMemoryAreRefused) {
+  GraphBuilder b(3);
+  const ValueId x = b.input("x", {kBatchDim, 3, 4, 4});
+  PadAttrs pad;
+  pad.pads = {0, 0, 1 << 20, 1 << 20, 0, 0, 1 << 20, 1 << 20};  // 2^21 + 4 a side
+  b.output(b.relu("relu", b.add(OpType::kPad, "pad", {x}, pad)));
+  Expected<std::shared_ptr<Engine>> engine = Engine::create(b.graph());
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().kind(), ErrorKind::kUnsupported);
+  EXPECT_EQ(engine.status().message().rfind("the plan's activations take ", 0), 0u)
+      << engine.status().message();
+  EXPECT_NE(engine.status().message().find(" TiB per image, more than this machine's memory ("),
+            std::string::npos)
+      << engine.status().message();
+
+  Expected<std::vector<Tensor>> reference =
+      run_reference(b.graph(), {testing::random_tensor({1, 3, 4, 4}, 1)});
+  ASSERT_FALSE(reference.ok());
+  EXPECT_EQ(reference.status().kind(), ErrorKind::kUnsupported);
+  EXPECT_EQ(reference.status().message().rfind(
+                "value \"pad\" of shape [1,3,2097156,2097156] takes 48 TiB, more than this "
+                "machine's memory (",
+                0),
+            0u)
+      << reference.status().message();
+}
+
 TEST(EngineDenseNet, BlocksRunWithoutCopiesOrFallbacks) {
   const Graph graph = small_densenet();
   const std::shared_ptr<Engine> engine = create_engine(graph);

@@ -177,6 +177,16 @@ TEST(Preprocessing, ParsesMetadataJson) {
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message(), "preprocessing color \"cmyk\" is not rgb, bgr or gray");
   EXPECT_FALSE(parse_preprocessing("not json", {}).ok());
+
+  // The shorter side goes to 256 unless resize_to says otherwise.
+  Expected<Preprocessing> crop =
+      parse_preprocessing(R"({"resize":"shorter_side_center_crop"})", {kBatchDim, 3, 224, 224});
+  ASSERT_TRUE(crop.ok()) << crop.status().to_string();
+  EXPECT_EQ(crop->resize_to, 256);
+  crop = parse_preprocessing(R"({"resize":"shorter_side_center_crop","resize_to":232})",
+                             {kBatchDim, 3, 224, 224});
+  ASSERT_TRUE(crop.ok()) << crop.status().to_string();
+  EXPECT_EQ(crop->resize_to, 232);
 }
 
 struct BadPreprocessing {
@@ -194,14 +204,15 @@ TEST(Preprocessing, RefusesFieldsThatCannotWork) {
       {R"({"color":"gray","resize":"shorter_side_center_crop","size":[28,28],"resize_to":-1})",
        gray28, "preprocessing resize_to -1 is smaller than the crop size [28,28]"},
       {R"({"resize":"shorter_side_center_crop","size":[224,224],"resize_to":100000})", unsized,
-       "preprocessing resize_to 100000 is larger than 16384"},
+       "preprocessing resize_to 100000 is larger than 8192"},
       {R"({"color":"gray","size":[100000,100000]})", gray28,
        "preprocessing size [100000,100000] does not match the model input [28,28]"},
       {R"({"size":[100000,100000]})", unsized,
-       "preprocessing size [100000,100000] is larger than 16384 pixels a side"},
+       "preprocessing size [100000,100000] is larger than 8192 pixels a side"},
       {R"({"color":"rgb"})", unsized,
        "preprocessing needs \"size\": the model input [N,3,0,0] has no fixed height and width"},
-      {R"({"size":[0,28]})", gray28, "preprocessing size must be [height, width], both positive"},
+      {R"({"size":[0,28]})", gray28,
+       "preprocessing size must be [height, width], two positive whole numbers"},
       {R"({"color":"gray","szie":[28,28]})", gray28,
        "preprocessing has an unknown key \"szie\" (known: resize, resize_to, size, color, scale, "
        "mean, std, layout)"},
@@ -210,6 +221,20 @@ TEST(Preprocessing, RefusesFieldsThatCannotWork) {
       {R"({"color":"rgb","size":[8,8],"mean":[0.5,0.5]})", unsized,
        "preprocessing mean has 2 values, expected 1 or 3 (one per channel)"},
       {R"({"color":"gray","std":[1,1,1]})", gray28, "preprocessing std has 3 values, expected 1"},
+      {R"({"color":"gray","mean":1e39})", gray28, "preprocessing mean must hold finite numbers"},
+      {R"({"color":"gray","std":1e-40})", gray28,
+       "preprocessing std must hold finite numbers of at least 1e-38"},
+      {R"({"color":"gray","scale":1e39})", gray28,
+       "preprocessing scale must be a finite number other than 0"},
+      {R"({"color":"gray","size":[28.5,28]})", gray28,
+       "preprocessing size must be [height, width], two positive whole numbers"},
+      {R"({"color":"gray","size":"28"})", gray28,
+       "preprocessing size must be [height, width], two positive whole numbers"},
+      {R"({"resize":"shorter_side_center_crop","resize_to":1e20,"color":"gray"})", gray28,
+       "preprocessing \"resize_to\" must be a whole number"},
+      {R"({"color":7})", gray28, "preprocessing \"color\" must be a string"},
+      {R"({"color":"gray","layout":"NHWC"})", gray28,
+       "preprocessing layout \"NHWC\": densert feeds NCHW"},
   };
   for (const BadPreprocessing& c : cases) {
     Expected<Preprocessing> p = parse_preprocessing(c.json, c.input_dims);
@@ -225,8 +250,8 @@ TEST(Preprocessing, BadMetadataIsAnInvalidModel) {
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(p.status().kind(), ErrorKind::kInvalidModel);
   EXPECT_EQ(p.status().message(),
-            "model metadata densert.preprocess: preprocessing size must be [height, width], both "
-            "positive");
+            "model metadata densert.preprocess: preprocessing size must be [height, width], two "
+            "positive whole numbers");
 }
 
 TEST(Labels, CountMustMatchTheModelsClasses) {
