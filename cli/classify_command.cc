@@ -94,7 +94,7 @@ int run_classify(const ClassifyOptions& options) {
   std::vector<std::string> errors;
   const std::vector<std::string> files = collect_files(options, &errors);
   for (const std::string& error : errors)
-    std::fprintf(stderr, "densert: %s\n", error.c_str());
+    print_error(error);
   if (files.empty()) {
     std::fprintf(stderr, "densert: no images found\n");
     return kExitInput;
@@ -115,7 +115,7 @@ int run_classify(const ClassifyOptions& options) {
       Expected<Tensor> image = load_image_quietly(files[i], classifier->preprocessing);
       if (!image.ok()) {
         if (progress) std::fprintf(stderr, "\r");
-        std::fprintf(stderr, "densert: %s\n", image.status().message().c_str());
+        print_error(image.status().message());
         ++failed;
         continue;
       }

@@ -22,6 +22,9 @@ enum ExitCode {
 
 // Prints "densert: <kind>: <message>" on stderr and returns the exit code for the status.
 int report(const Status& status);
+// Prints "densert: <message>" on stderr as one line: control characters (a newline in a file
+// name, say) are written as \n, \r, \t or \xNN.
+void print_error(const std::string& message);
 
 // Checks for integer options whose failures read "--batch: must be at least 1, got 0" (exit
 // code 2); CLI11's own range check prints its bounds as 300-digit doubles.

@@ -135,11 +135,8 @@ int run_evaluate(const EvaluateOptions& options) {
                                        static_cast<int>(image_dims[2]), 1, preprocessing)
                    : load_image_quietly(s.name, preprocessing);
       if (!image.ok() || s.label < 0 || s.label >= classes) {
-        std::fprintf(
-            stderr, "densert: %s\n",
-            image.ok()
-                ? (s.name + ": label " + std::to_string(s.label) + " is out of range").c_str()
-                : image.status().message().c_str());
+        print_error(image.ok() ? s.name + ": label " + std::to_string(s.label) + " is out of range"
+                               : image.status().message());
         ++failed;
         continue;
       }

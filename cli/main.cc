@@ -41,8 +41,25 @@ CLI::Validator batch_size() {
   return in_range(1, kMaxBatch);
 }
 
+void print_error(const std::string& message) {
+  std::string line = "densert: ";
+  for (const unsigned char c : message) {
+    if (c >= 0x20 && c != 0x7f) {
+      line += static_cast<char>(c);
+    } else if (c == '\n' || c == '\r' || c == '\t') {
+      line += c == '\n' ? "\\n" : c == '\r' ? "\\r" : "\\t";
+    } else {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\x%02x", c);
+      line += escaped;
+    }
+  }
+  line += '\n';
+  std::fputs(line.c_str(), stderr);
+}
+
 int report(const Status& status) {
-  std::fprintf(stderr, "densert: %s\n", status.to_string().c_str());
+  print_error(status.to_string());
   switch (status.kind()) {
     case ErrorKind::kOk:
       return kExitOk;

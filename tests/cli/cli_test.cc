@@ -486,6 +486,17 @@ TEST(Classify, DevicesAndBrokenLinksFailOneLineEach) {
   EXPECT_NE(result.stdout_text.find(" bag "), std::string::npos) << result.stdout_text;
 }
 
+// A newline in a file name is written as \n, so that each error stays one line.
+TEST(Classify, ControlCharactersInNamesAreEscaped) {
+  testing::TempDir dir;
+  ASSERT_TRUE(testing::write_file(dir.file("bad\nname.png"), ""));
+  const CommandResult result = densert("classify " + dir.path());
+  EXPECT_EQ(result.exit_code, 4);
+  EXPECT_EQ(result.stderr_text, "densert: " + dir.path() +
+                                    "/bad\\nname.png: file is empty (0 bytes)\n"
+                                    "densert: 1 of 1 images could not be classified\n");
+}
+
 // JSON output stays valid when a label or a file name is not UTF-8.
 TEST(Classify, JsonReplacesBytesThatAreNotUtf8) {
   testing::TempDir dir;
