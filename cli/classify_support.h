@@ -47,7 +47,8 @@ std::vector<std::pair<int64_t, float>> top_k(const std::vector<float>& probabili
 // it (libpng, libjpeg, libtiff) write their own lines on stderr, for files densert reports in
 // one line anyway and as warnings for files that decode; while the command decodes, stderr goes
 // to a scratch file. One of those warnings does mean a broken file: libjpeg's "premature end of
-// data segment", after which it fills the rest of the image with grey; that image fails.
+// data segment", after which it fills the rest of the image with grey; that image fails. Call it
+// from one thread: stderr is the process's.
 Expected<Tensor> load_image_quietly(const std::string& path, const Preprocessing& preprocessing);
 
 // Joins [1, C, H, W] tensors into one [N, C, H, W] batch.
