@@ -330,7 +330,8 @@ Expected<Preprocessing> parse_preprocessing(const std::string& text, const Dims&
     if (!size.is_array() || size.size() != 2 || !size[0].is_number_integer() ||
         !size[1].is_number_integer() || size[0].get<int64_t>() <= 0 ||
         size[1].get<int64_t>() <= 0) {
-      return Status::bad_argument("preprocessing size must be [height, width], two positive whole numbers");
+      return Status::bad_argument(
+          "preprocessing size must be [height, width], two positive whole numbers");
     }
     p.height = size[0].get<int64_t>();
     p.width = size[1].get<int64_t>();
