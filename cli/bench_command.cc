@@ -98,35 +98,31 @@ int run_bench(const BenchOptions& options) {
         dims,
         std::vector<float>(given->data.begin(), given->data.begin() + options.batch * per_image)));
   }
-  // Random inputs, unless --input gave them. Their size is checked before they are made.
-  const int64_t memory = physical_memory_bytes();
-  int64_t input_bytes = 0;
-  for (ValueId id : (*engine)->graph().inputs) {
-    if (!options.input.empty()) break;
-    Dims dims = (*engine)->graph().value(id).dims;
-    int64_t elements = 1;
-    for (int64_t& d : dims) {
-      if (d == kBatchDim) d = options.batch;
-      elements = d == 0 || elements <= INT64_MAX / 4 / d ? elements * d : INT64_MAX / 4;
+  // Random inputs, unless --input gave them. Their size is checked before any is made.
+  if (options.input.empty()) {
+    const int64_t memory = physical_memory_bytes();
+    std::vector<Dims> shapes;
+    int64_t elements = 0;
+    for (ValueId id : (*engine)->graph().inputs) {
+      Dims dims = (*engine)->graph().value(id).dims;
+      std::replace(dims.begin(), dims.end(), kBatchDim, options.batch);
+      const int64_t count = num_elements(dims);
+      elements = count > INT64_MAX - elements ? INT64_MAX : elements + count;
+      if (memory > 0 && elements > memory / 2 / 4) {
+        const int64_t bytes = elements > INT64_MAX / 4 ? INT64_MAX : elements * 4;
+        return report(Status::bad_argument("--batch " + std::to_string(options.batch) +
+                                           ": the inputs alone take " + bytes_to_string(bytes) +
+                                           ", more than half of this machine's memory (" +
+                                           bytes_to_string(memory) + ")"));
+      }
+      shapes.push_back(std::move(dims));
     }
-    input_bytes += elements * 4;
-    if (memory > 0 && input_bytes > memory / 2) {
-      return report(Status::bad_argument("--batch " + std::to_string(options.batch) +
-                                         ": the inputs alone take " + bytes_to_string(input_bytes) +
-                                         ", more than half of this machine's memory (" +
-                                         bytes_to_string(memory) + ")"));
+    for (const Dims& dims : shapes) {
+      Tensor t(dims);
+      for (float& v : t.data)
+        v = normal(rng);
+      inputs.push_back(std::move(t));
     }
-  }
-  for (ValueId id : (*engine)->graph().inputs) {
-    if (!options.input.empty()) break;
-    Dims dims = (*engine)->graph().value(id).dims;
-    for (int64_t& d : dims) {
-      if (d == kBatchDim) d = options.batch;
-    }
-    Tensor t(dims);
-    for (float& v : t.data)
-      v = normal(rng);
-    inputs.push_back(std::move(t));
   }
   for (int i = 0; i < options.warmup; ++i) {
     auto out = (*engine)->run(inputs);

@@ -107,7 +107,7 @@ int run_run(const RunOptions& options) {
   const std::vector<std::string> paths = output_paths(options.output, names);
   for (size_t i = 0; i < outputs->size(); ++i) {
     const Tensor& out = (*outputs)[i];
-    const std::string& name = graph->value(graph->outputs[i]).name;
+    const std::string& name = names[i];
     // NaNs are skipped by min and max (and show in the mean); all NaN prints nan for both.
     float lo = NAN, hi = NAN;
     double sum = 0.0;

@@ -8,8 +8,9 @@ namespace densert {
 
 int64_t num_elements(const Dims& dims) {
   int64_t count = 1;
-  for (int64_t d : dims)
-    count *= d;
+  for (int64_t d : dims) {
+    if (__builtin_mul_overflow(count, d, &count)) return INT64_MAX;
+  }
   return count;
 }
 

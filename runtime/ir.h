@@ -23,6 +23,8 @@ constexpr ValueId kNoValue = -1;
 // In Value::dims, the batch dimension that is fixed only when a plan is built.
 constexpr int64_t kBatchDim = -1;
 
+// The product of the dims; INT64_MAX where it would overflow (more than any memory holds, so
+// a size check against memory still refuses it).
 int64_t num_elements(const Dims& dims);
 std::string dims_to_string(const Dims& dims);  // "[N,3,224,224]"
 

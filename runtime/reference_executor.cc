@@ -471,10 +471,9 @@ Expected<std::vector<Tensor>> run_reference(const Graph& graph, const std::vecto
   if (const int64_t memory = physical_memory_bytes(); memory > 0) {
     for (size_t v = 0; v < dims.size(); ++v) {
       if (graph.values[v].is_constant()) continue;
-      int64_t bytes = 4;
-      for (int64_t d : dims[v])
-        bytes = d == 0 || bytes <= INT64_MAX / d ? bytes * d : INT64_MAX;
-      if (bytes > memory) {
+      const int64_t elements = num_elements(dims[v]);
+      if (elements > memory / 4) {
+        const int64_t bytes = elements > INT64_MAX / 4 ? INT64_MAX : elements * 4;
         return Status::unsupported("value \"" + graph.values[v].name + "\" of shape " +
                                    dims_to_string(dims[v]) + " takes " + bytes_to_string(bytes) +
                                    ", more than this machine's memory (" + bytes_to_string(memory) +

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -502,8 +501,7 @@ Expected<Tensor> preprocess_mat(const cv::Mat& decoded, const std::string& name,
   }
 }
 
-// The whole file, or the reason it cannot be read. A directory opens as a file on Linux and
-// fails only on the first read, so it is caught first.
+// The whole file, or the reason it cannot be read.
 Expected<std::vector<unsigned char>> read_file(const std::string& path) {
   DENSERT_RETURN_IF_ERROR(check_regular_file(path, "a file"));
   std::ifstream file(path, std::ios::binary);
